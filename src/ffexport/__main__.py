@@ -1,0 +1,3 @@
+from ffexport.cli.main import entry
+
+entry()

@@ -1,0 +1,151 @@
+"""onnxruntime runner: CPU, or CUDA with IO binding on torch tensors (no host round trip)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Mapping
+
+from .._lazy import require
+from ..errors import ModelLoadError, RuntimeUnavailableError
+from .base import Runner
+
+_ORT_TO_TORCH = {
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+    "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(uint8)": "uint8", "tensor(int8)": "int8",
+    "tensor(bool)": "bool",
+}
+
+
+def ort_session(path: str | Path, device: str = "cpu", threads: int = 0, stream: int | None = None):
+    """An InferenceSession on ``device`` ('cpu' or 'cuda[:N]'), with a one-line error if it cannot load."""
+    ort = require("onnxruntime", "running ONNX models")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    if device.startswith("cuda"):
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise RuntimeUnavailableError(
+                f"onnxruntime {ort.__version__} here has no CUDA provider (providers: {ort.get_available_providers()}); "
+                "install onnxruntime-gpu: pip install 'ffexport[gpu]'")
+        dev_id = int(device.split(":")[1]) if ":" in device else 0
+        cuda_opts = {"device_id": dev_id}
+        if stream is not None:
+            cuda_opts["user_compute_stream"] = str(stream)
+        providers = [("CUDAExecutionProvider", cuda_opts), "CPUExecutionProvider"]
+    else:
+        providers = ["CPUExecutionProvider"]
+    try:
+        sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"onnxruntime cannot load {path}: {first}") from exc
+    if device.startswith("cuda") and "CUDAExecutionProvider" not in sess.get_providers():
+        raise RuntimeUnavailableError(f"onnxruntime could not start the CUDA provider for {path} "
+                                      f"(got {sess.get_providers()}): check the CUDA and cuDNN libraries")
+    return sess
+
+
+class OrtRunner(Runner):
+    """Runs an ONNX file. On CUDA, torch tensors are bound in place with IO binding and
+    outputs are written straight into torch tensors on the same device and stream."""
+
+    backend = "ort"
+
+    def __init__(self, path: str | Path, spec=None, device: str = "cpu", threads: int = 0, name: str = ""):
+        super().__init__(name or Path(path).name, device, spec)
+        self.path = Path(path)
+        self.threads = threads
+        self.sess = None
+
+    def activate_impl(self) -> None:
+        torch = require("torch")
+        t0 = time.perf_counter()
+        stream = torch.cuda.current_stream().cuda_stream if self.device.startswith("cuda") else None
+        self.sess = ort_session(self.path, self.device, self.threads, stream)
+        self.load_time_s = time.perf_counter() - t0
+        ins, outs = self.sess.get_inputs(), self.sess.get_outputs()
+        self.input_names = [i.name for i in ins]
+        self.output_names = [o.name for o in outs]
+        self.input_shapes = {i.name: [d if isinstance(d, int) else None for d in i.shape] for i in ins}
+        self._in_dtype = {i.name: getattr(torch, _ORT_TO_TORCH.get(i.type, "float32")) for i in ins}
+        self._out_dtype = {o.name: getattr(torch, _ORT_TO_TORCH.get(o.type, "float32")) for o in outs}
+        self._in_dims = {i.name: list(i.shape) for i in ins}
+        self._out_dims = {o.name: list(o.shape) for o in outs}
+
+    def _cast(self, name, t):
+        want = self._in_dtype[name]
+        return t if t.dtype == want else t.to(want)
+
+    def infer_impl(self, feeds: Mapping[str, "object"]) -> dict:
+        if self.device.startswith("cuda"):
+            return self._infer_cuda(feeds)
+        torch = require("torch")
+        arrays = {n: self._cast(n, t).detach().cpu().contiguous().numpy() for n, t in feeds.items()}
+        outs = self.sess.run(self.output_names, arrays)
+        return {n: torch.from_numpy(o) for n, o in zip(self.output_names, outs)}
+
+    def _output_shape(self, name: str, feeds) -> list[int] | None:
+        """Resolve an output's symbolic dims from the inputs' dims with the same name."""
+        sizes: dict[str, int] = {}
+        for n, dims in self._in_dims.items():
+            for d, s in zip(dims, feeds[n].shape):
+                if isinstance(d, str):
+                    sizes[d] = int(s)
+        shape = []
+        for d in self._out_dims[name]:
+            if isinstance(d, int):
+                shape.append(d)
+            elif d in sizes:
+                shape.append(sizes[d])
+            else:
+                return None
+        return shape
+
+    def _infer_cuda(self, feeds) -> dict:
+        torch = require("torch")
+        dev = torch.device(self.device)
+        binding = self.sess.io_binding()
+        keep = []  # keep contiguous copies alive until the run ends
+        for n in self.input_names:
+            t = self._cast(n, feeds[n].to(dev, non_blocking=True)).contiguous()
+            keep.append(t)
+            binding.bind_input(n, "cuda", dev.index or 0, _np_dtype(t.dtype), list(t.shape), t.data_ptr())
+        outs: dict = {}
+        late = []
+        for n in self.output_names:
+            shape = self._output_shape(n, feeds)
+            if shape is None:
+                binding.bind_output(n, "cuda", dev.index or 0)
+                late.append(n)
+                continue
+            o = torch.empty(shape, dtype=self._out_dtype[n], device=dev)
+            binding.bind_output(n, "cuda", dev.index or 0, _np_dtype(o.dtype), shape, o.data_ptr())
+            outs[n] = o
+        self.sess.run_with_iobinding(binding)
+        if late:  # data-dependent output shapes: ORT allocated them; take them over via DLPack when possible
+            values = dict(zip(self.output_names, binding.get_outputs()))
+            for n in late:
+                v = values[n]
+                outs[n] = (torch.from_dlpack(v.to_dlpack()) if hasattr(v, "to_dlpack")
+                           else torch.from_numpy(v.numpy()).to(dev))
+        return {n: outs[n] for n in self.output_names}
+
+    def deactivate_impl(self) -> None:
+        self.sess = None
+
+    def describe(self) -> dict:
+        d = super().describe()
+        if self.sess is not None:
+            d["providers"] = self.sess.get_providers()
+        return d
+
+
+def _np_dtype(torch_dtype):
+    import numpy as np
+
+    return {"torch.float32": np.float32, "torch.float16": np.float16, "torch.int64": np.int64,
+            "torch.int32": np.int32, "torch.uint8": np.uint8, "torch.int8": np.int8,
+            "torch.bool": np.bool_, "torch.float64": np.float64}[str(torch_dtype)]

@@ -1,0 +1,1 @@
+"""Typer commands. ``ffexport.cli.main:entry`` is the console script."""

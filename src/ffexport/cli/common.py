@@ -1,0 +1,66 @@
+"""Shared CLI plumbing: the console, progress, one-line warnings, module selection."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+from rich.console import Console
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+OUT_HELP = "artifact folder (one sub-folder per module)"
+MODULE_HELP = "module name, comma-separated names, or 'all' (see `ffexport modules`)"
+
+
+@contextlib.contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Show warnings raised inside as single 'warning:' lines on stderr."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        err_console.print(f"[yellow]warning:[/] {message}")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        old = warnings.showwarning
+        warnings.showwarning = show
+        try:
+            yield
+        finally:
+            warnings.showwarning = old
+
+
+def select_modules(selector: str) -> list[str]:
+    from .. import specs
+
+    return specs.resolve_modules(selector)
+
+
+def progress():
+    """A rich progress bar for long multi-module work."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    return Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TextColumn("{task.fields[status]}"), console=err_console,
+                    transient=False, disable=not err_console.is_terminal)
+
+
+def human_size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def rel(p: str | Path) -> str:
+    try:
+        return str(Path(p).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)

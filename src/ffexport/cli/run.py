@@ -1,0 +1,65 @@
+"""``ffexport run``: the main job on the built-in default.
+
+export -> simplify -> FP16 -> INT8 (calibrated on calibration/) -> TensorRT
+engines (where a TensorRT builder is installed) -> the lineage report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .common import MODULE_HELP, OUT_HELP, console, err_console, one_line_warnings, progress
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    def run_cmd(
+        module: str = typer.Option("all", "--module", "-m", help=MODULE_HELP),
+        precisions: str = typer.Option("fp32,fp16,int8", "--precisions", help="comma-separated"),
+        calib: Path = typer.Option(Path("calibration"), "--calib", help="calibration face folder"),
+        out: Path = typer.Option(Path("artifacts"), "--out", help=OUT_HELP),
+        trt: Optional[bool] = typer.Option(None, "--trt/--no-trt",
+                                           help="build TensorRT engines (default: when a TensorRT builder is installed)"),
+        force: bool = typer.Option(False, "--force", help="redo every step even when its inputs are unchanged"),
+    ) -> None:
+        """Export every module, optimise it at each precision with parity gates, build engines, and report."""
+        from .. import specs as registry
+        from .._lazy import available
+        from ..config import resolve_spec
+        from ..errors import InputSpecError
+        from ..passes.optimize import optimize
+        from .common import select_modules
+
+        wanted = [p.strip() for p in precisions.split(",") if p.strip()]
+        bad = [p for p in wanted if p not in registry.PRECISIONS]
+        if bad:
+            raise InputSpecError(f"unknown precision {bad[0]!r}; valid: {', '.join(registry.PRECISIONS)}")
+        build_trt = trt if trt is not None else (available("tensorrt") or available("tensorrt_rtx"))
+        names = select_modules(module)
+        steps = len(names) * len(wanted) * (2 if build_trt else 1)
+        with one_line_warnings(), progress() as bar:
+            task = bar.add_task("run", total=steps, status="")
+            for name in names:
+                spec = resolve_spec(name)
+                for precision in wanted:
+                    bar.update(task, description=f"{spec.key} {precision}")
+                    onnx_path = optimize(spec, precision, out=out, calib=calib if precision == "int8" else None,
+                                         force=force, progress=lambda m: bar.update(task, status=m))
+                    bar.advance(task)
+                    if build_trt:
+                        from ..passes.trt import build_engine
+
+                        bar.update(task, description=f"{spec.key} {precision} TensorRT")
+                        build_engine(onnx_path, spec, precision=precision, out_dir=out, force=force,
+                                     progress=lambda m: bar.update(task, status=m))
+                        bar.advance(task)
+        if not build_trt:
+            err_console.print("[yellow]note:[/] no TensorRT builder installed: engines skipped "
+                              "(pip install 'ffexport[trt]' for TensorRT for RTX)")
+        from .report import print_report
+
+        print_report(names, out)
+        console.print(f"artifacts and manifests under {out}/; `ffexport report --json` for the full lineage")

@@ -1,0 +1,93 @@
+"""Module defaults from ``configs/<module>.yaml``; CLI flags override them.
+
+A config may set: ``variant``, ``opset``, ``batch: {min, opt, max}``, and
+``gates: {precision: {metric: threshold}}`` (the op is the spec's).  Looked up
+in ``--config-dir``, then ``$FFEXPORT_CONFIGS``, then ``./configs``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .specs.base import Gate, ModuleSpec
+
+_KEYS = {"variant", "opset", "batch", "gates", "fallback_gates", "calibration", "trt", "fp16", "int8"}
+
+
+def config_dir(explicit: str | os.PathLike | None = None) -> Path | None:
+    for cand in (explicit, os.environ.get("FFEXPORT_CONFIGS"), "configs"):
+        if cand and Path(cand).is_dir():
+            return Path(cand)
+    if explicit:
+        raise ConfigError(f"config folder {explicit} does not exist")
+    return None
+
+
+def load_module_config(module: str, directory: str | os.PathLike | None = None) -> dict[str, Any]:
+    d = config_dir(directory)
+    if d is None:
+        return {}
+    path = d / f"{module}.yaml"
+    if not path.is_file():
+        return {}
+    yaml = __import__("ffexport._lazy", fromlist=["require"]).require("yaml", "reading configs")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    unknown = set(data) - _KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; valid: {sorted(_KEYS)}")
+    return data
+
+
+def load_pipeline_config(directory: str | os.PathLike | None = None) -> dict[str, Any]:
+    d = config_dir(directory)
+    if d is None or not (d / "pipeline.yaml").is_file():
+        return {}
+    yaml = __import__("ffexport._lazy", fromlist=["require"]).require("yaml", "reading configs")
+    return yaml.safe_load((d / "pipeline.yaml").read_text()) or {}
+
+
+def _override_gates(spec_gates, cfg: dict, path: str) -> dict:
+    out = {p: tuple(gs) for p, gs in spec_gates.items()}
+    for precision, metrics in (cfg or {}).items():
+        if not isinstance(metrics, dict):
+            raise ConfigError(f"{path}: gates.{precision} must map metric -> threshold")
+        current = {g.metric: g for g in out.get(precision, ())}
+        for metric, thr in metrics.items():
+            if metric not in current:
+                raise ConfigError(f"{path}: gates.{precision}.{metric} is not a gate of this module; "
+                                  f"valid: {sorted(current)}")
+            current[metric] = Gate(metric, current[metric].op, float(thr))
+        out[precision] = tuple(current.values())
+    return out
+
+
+def resolve_spec(module: str, variant: str | None = None, opset: int | None = None,
+                 directory: str | os.PathLike | None = None) -> ModuleSpec:
+    """The spec for ``module`` with configs/ applied, then explicit arguments."""
+    from . import specs
+
+    cfg = load_module_config(module, directory)
+    spec = specs.get(module, variant or cfg.get("variant"))
+    kw: dict[str, Any] = {}
+    if opset or cfg.get("opset"):
+        kw["opset"] = int(opset or cfg["opset"])
+    if "batch" in cfg:
+        b = cfg["batch"]
+        try:
+            kw["batch_profile"] = (int(b["min"]), int(b["opt"]), int(b["max"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"configs/{module}.yaml: batch needs integer min, opt and max") from exc
+    if "gates" in cfg:
+        kw["gates"] = _override_gates(spec.gates, cfg["gates"], f"configs/{module}.yaml")
+    if "fallback_gates" in cfg:
+        kw["fallback_gates"] = _override_gates(spec.fallback_gates, cfg["fallback_gates"], f"configs/{module}.yaml")
+    return replace(spec, **kw) if kw else spec

@@ -1,0 +1,1 @@
+"""PyTorch -> ONNX export and the parity check of every conversion."""

@@ -1,0 +1,267 @@
+"""FP16: an FP16 ONNX whose numerically fragile nodes stay FP32, chosen by parity, not by hope.
+
+Which nodes stay FP32, and why (each is listed in the manifest):
+
+* ``block list``: ops the spec marks fragile (``spec.fp16_block_ops``: InstanceNorm,
+  Resize, reductions, Softmax, Pow/Exp/Sqrt ...), plus onnxconverter-common's own
+  default block list (ops onnxruntime has no FP16 kernel for);
+* ``not float math``: nodes outside the set of float ops the converter handles
+  safely, or that compute shapes, indices or types (Shape, Range, Cast, Where ...);
+* ``overflow``: nodes producing or consuming a tensor whose magnitude on the real
+  inputs exceeds half the FP16 maximum (65504) in the FP32 model, and nodes whose
+  weights exceed it;
+* ``converter``: nodes around which the converter wrote an invalid graph;
+* ``parity``: when the FP16 model misses its gate, the nodes that add the most
+  error themselves (:mod:`ffexport.passes.sensitivity`) are kept in FP32, 1, 2,
+  4 ... at a time, until the gate passes (at most ``MAX_ROUNDS`` rounds; then the
+  pass fails and the previous artifact stays).
+
+Converter choice: onnxconverter-common's ``convert_float_to_float16`` (Olive and
+onnxruntime's own ``transformers.float16`` derive from it).  onnxruntime's copy was
+tried too: on this project's graphs it writes duplicate Cast node names for
+shared constants (an invalid model) for the detector, landmarker and enhancer.
+onnxconverter-common fails on graphs that mix index math into float ops (the
+landmarker's in-graph argmax decode, the blender's Range/Cast) unless those
+nodes are kept out of the conversion, which is what the ``not float math`` rule
+does; the stale ``value_info`` it leaves is dropped so onnxruntime re-infers types.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import warnings
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .._lazy import require
+from ..errors import ModelLoadError, ParityError
+from ..fsutil import atomic_path
+from . import graph, sensitivity
+
+MAX_ROUNDS = 7
+PROFILE_FEEDS = 2
+OVERFLOW_LIMIT = graph.FP16_MAX / 2  # 2x headroom over what the calibration faces showed
+_CONVERTER_RETRIES = 16
+
+# float ops that onnxconverter-common converts correctly and that have a meaning in FP16
+FP16_OPS = frozenset({
+    "Abs", "Add", "AveragePool", "BatchNormalization", "Ceil", "Clip", "Concat", "Conv", "ConvTranspose",
+    "DepthToSpace", "Div", "Einsum", "Elu", "Erf", "Exp", "Expand", "Flatten", "Floor", "Gather", "GatherElements",
+    "Gelu", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "GridSample", "HardSigmoid", "HardSwish", "Identity",
+    "InstanceNormalization", "LayerNormalization", "LeakyRelu", "Log", "LogSoftmax", "MatMul", "MaxPool", "Mean",
+    "Mul", "Neg", "Pad", "Pow", "PRelu", "Reciprocal", "ReduceL2", "ReduceMax", "ReduceMean", "ReduceMin",
+    "ReduceSum", "ReduceSumSquare", "Relu", "Reshape", "Resize", "Selu", "Sigmoid", "Slice", "Softmax", "Softplus",
+    "SpaceToDepth", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "Tile", "Transpose", "Unsqueeze",
+    "Upsample",
+})
+
+
+def _float_math(node, stats: dict, other_dtypes: dict) -> bool:
+    """A float computation: a listed op whose outputs are all float32 and that reads a float32 tensor.
+
+    ``stats`` gives node outputs' dtypes (from an FP32 run); ``other_dtypes`` those of
+    initializers, Constant outputs and graph inputs."""
+    if node.op_type not in FP16_OPS:
+        return False
+    outs = [o for o in node.output if o]
+    if not outs or any(stats.get(o) is None or stats[o].dtype != "float32" for o in outs):
+        return False
+    return any((stats[i].dtype if i in stats else other_dtypes.get(i)) == "float32" for i in node.input if i)
+
+
+def _initializer_info(model) -> tuple[dict[str, str], dict[str, float]]:
+    """name -> dtype and name -> largest magnitude of the float initializers."""
+    numpy_helper = require("onnx.numpy_helper")
+    import numpy as np
+
+    dtypes, amax = {}, {}
+    for init in model.graph.initializer:
+        arr = numpy_helper.to_array(init)
+        dtypes[init.name] = str(arr.dtype)
+        if arr.dtype == np.float32 and arr.size:
+            amax[init.name] = float(np.abs(arr).max())
+    for n in model.graph.node:  # Constant nodes hold initializers too
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value":
+                    arr = numpy_helper.to_array(a.t)
+                    dtypes[n.output[0]] = str(arr.dtype)
+    return dtypes, amax
+
+
+def _convert(model, keep_io_types: bool, block_ops: Sequence[str], block_nodes: set[str]):
+    onnx = require("onnx")
+    occ = require("onnxconverter_common.float16", "FP16 conversion")
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        m16 = occ.convert_float_to_float16(m, keep_io_types=keep_io_types, op_block_list=list(block_ops),
+                                           node_block_list=sorted(block_nodes), max_finite_val=graph.FP16_MAX)
+    m16.graph.ClearField("value_info")  # the converter leaves stale float32 entries; onnxruntime re-infers
+    graph.copy_metadata(model, m16)
+    return m16, [str(w.message).splitlines()[0][:200] for w in caught]
+
+
+_NODE_IN_ERROR = re.compile(r"node \(([^)]+)\)|node name \(([^)]+)\)|Node \(([^)]+)\)")
+
+
+def fp16(src: str | Path, dst: str | Path, judge, *, keep_io_types: bool = True,
+         block_ops: Sequence[str] | None = None, keep_nodes: Sequence[str] = (),
+         progress: Callable[[str], None] | None = None) -> dict:
+    """Write the FP16 version of ``src`` to ``dst``; return the pass's record fields.
+
+    Raises :class:`ParityError` (``dst`` untouched) when no mix of FP32 nodes
+    within ``MAX_ROUNDS`` rounds passes the module's FP16 gates.
+    """
+    occ = require("onnxconverter_common.float16", "FP16 conversion")
+    say = progress or (lambda _m: None)
+    src, dst = Path(src), Path(dst)
+    model = graph.load(src)
+    names = {n.name for n in model.graph.node}
+    if len(names) != len(model.graph.node) or "" in names:
+        model = _name_nodes(model)
+    spec_ops = tuple(block_ops if block_ops is not None else judge.spec.fp16_block_ops)
+    lib_ops = tuple(sorted(set(occ.DEFAULT_OP_BLOCK_LIST) - set(spec_ops)))
+    say("profiling FP32 value ranges on real inputs")
+    stats = sensitivity.profile(model, judge.feeds[:PROFILE_FEEDS])
+    init_dtype, init_amax = _initializer_info(model)
+    for i in graph.graph_inputs(model):
+        if i.type.tensor_type.elem_type == 1:
+            init_dtype[i.name] = "float32"
+
+    kept: dict[str, dict] = {}
+
+    def keep(node, reason: str, detail: str) -> None:
+        if node.name not in kept:
+            kept[node.name] = {"node": node.name, "op": node.op_type, "reason": reason, "detail": detail}
+
+    consumers = collections.defaultdict(list)
+    for n in model.graph.node:
+        for i in n.input:
+            consumers[i].append(n)
+    unknown = set(keep_nodes) - {n.name for n in model.graph.node}
+    if unknown:
+        from ..errors import InputSpecError
+
+        raise InputSpecError(f"nodes to keep in FP32 not in {src.name}: {', '.join(sorted(unknown)[:5])}")
+    for n in model.graph.node:
+        if n.name in keep_nodes:
+            keep(n, "requested", "listed in configs/ (fp16.keep_fp32)")
+        elif n.op_type in spec_ops:
+            keep(n, "block list", f"{n.op_type} is numerically fragile in FP16 (spec fp16_block_ops)")
+        elif n.op_type in lib_ops:
+            keep(n, "block list", f"{n.op_type}: no FP16 kernel in onnxruntime (onnxconverter-common's block list)")
+        elif not _float_math(n, stats, init_dtype):
+            keep(n, "not float math", f"{n.op_type} computes shapes, indices or types, or is outside the "
+                                      "converter's float op set")
+    for n in model.graph.node:
+        big = [(o, stats[o].absmax) for o in n.output if o in stats and stats[o].absmax > OVERFLOW_LIMIT]
+        for tensor, amax in big:
+            detail = f"'{tensor}' reaches {amax:.4g} in FP32 on real inputs (FP16 max 65504, kept with 2x headroom)"
+            keep(n, "overflow", detail)
+            for c in consumers[tensor]:
+                keep(c, "overflow", f"reads {detail}")
+        heavy = [(i, init_amax[i]) for i in n.input if init_amax.get(i, 0.0) > graph.FP16_MAX]
+        if heavy:
+            keep(n, "overflow", f"weight '{heavy[0][0]}' reaches {heavy[0][1]:.4g} (FP16 max 65504)")
+
+    rounds: list[dict] = []
+    with atomic_path(dst) as tmp:
+        for rnd in range(MAX_ROUNDS + 1):
+            m16, notes = _convert_valid(model, keep_io_types, spec_ops + lib_ops, kept, say)
+            lost = graph.dynamic_axes_lost(model, m16)
+            if lost:
+                raise ModelLoadError(f"FP16 conversion of {src.name} fixed the dynamic axes {', '.join(lost)}")
+            graph.save(m16, tmp)
+            say(f"FP16 round {rnd + 1}: parity with {len(kept)} nodes in FP32")
+            parity = judge.compare(tmp, src, "fp16")
+            judge.forget(tmp)
+            rounds.append({"round": rnd + 1, "fp32_nodes": len(kept), "passed": parity["passed"],
+                           "gates": _gate_values(parity)})
+            if parity["passed"]:
+                break
+            if rnd == MAX_ROUNDS:
+                _fail(judge, parity, src, dst, len(kept), rounds)
+            say(f"FP16 round {rnd + 1} failed: ranking nodes by the error they add")
+            fp16_nodes = {n.name for n in model.graph.node} - set(kept)
+            ranked = sensitivity.rank_nodes(model, m16, judge.feeds[:PROFILE_FEEDS], fp16_nodes)
+            if not ranked:
+                _fail(judge, parity, src, dst, len(kept), rounds)
+            for s in ranked[: 2 ** rnd]:
+                kept[s.node] = {"node": s.node, "op": s.op, "reason": "parity", "round": rnd + 1,
+                                "detail": f"FP16 missed the gate; this node {s.detail()}"}
+    counts = collections.Counter(k["reason"] for k in kept.values())
+    return {
+        "converter": f"onnxconverter-common {_version('onnxconverter-common')} convert_float_to_float16 "
+                     "(ffexport pre-blocks non-float nodes; see ffexport.passes.fp16)",
+        "keep_io_types": keep_io_types,
+        "nodes": len(model.graph.node),
+        "fp16_nodes": len(model.graph.node) - len(kept),
+        "kept_fp32_counts": dict(counts),
+        "kept_fp32": sorted(kept.values(), key=lambda k: (_REASON_ORDER.get(k["reason"], 9), k["node"])),
+        "converter_notes": notes[:10],
+        "rounds": rounds,
+        "parity": parity,
+    }
+
+
+_REASON_ORDER = {"overflow": 0, "parity": 1, "converter": 2, "requested": 3, "block list": 4, "not float math": 5}
+
+
+def _convert_valid(model, keep_io_types, block_ops, kept: dict, say):
+    """Convert; where onnxruntime rejects the result, keep the node it names in FP32 and convert again."""
+    from ..backends.ort import ort_session
+
+    by_name = {n.name: n for n in model.graph.node}
+    for _ in range(_CONVERTER_RETRIES):
+        m16, notes = _convert(model, keep_io_types, block_ops, set(kept))
+        try:
+            graph.session_from_proto(m16, ort_session)
+            return m16, notes
+        except ModelLoadError as exc:
+            names = [g for m in _NODE_IN_ERROR.finditer(str(exc)) for g in m.groups() if g]
+            culprit = next((by_name[n] for n in names if n in by_name and n not in kept), None)
+            if culprit is None:
+                raise ModelLoadError(f"the FP16 conversion wrote a model onnxruntime rejects: {exc}") from exc
+            say(f"converter wrote an invalid graph at {culprit.name}: keeping it in FP32")
+            kept[culprit.name] = {"node": culprit.name, "op": culprit.op_type, "reason": "converter",
+                                  "detail": str(exc).split(": ", 1)[-1][:200]}
+    raise ModelLoadError("the FP16 converter kept writing invalid models; see the kept nodes in the manifest")
+
+
+def _gate_values(parity: dict) -> dict:
+    out = {}
+    for side in ("vs_parent", "vs_torch"):
+        rec = parity.get(side)
+        if rec:
+            out[side] = {g["metric"]: g["value"] for g in rec["gates"]}
+    return out
+
+
+def _fail(judge, parity, src, dst, n_kept, rounds):
+    which = parity["vs_parent"] if not parity["vs_parent"]["passed"] else parity["vs_torch"]
+    bad = next(g for g in which["gates"] if not g["passed"])
+    raise ParityError(f"FP16 of {src.name} still fails {bad['metric']} {bad['op']} {bad['threshold']:g} on "
+                      f"'{bad['output']}' ({bad['value']:.4g}) after {len(rounds)} rounds with {n_kept} nodes in "
+                      f"FP32; {dst.name} left as it was")
+
+
+def _name_nodes(model):
+    """Give unnamed or duplicate-named nodes unique names (node lists refer to nodes by name)."""
+    onnx = require("onnx")
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    seen: set[str] = set()
+    for i, n in enumerate(m.graph.node):
+        if not n.name or n.name in seen:
+            n.name = f"{n.op_type}_{i}"
+        seen.add(n.name)
+    return m
+
+
+def _version(dist: str) -> str:
+    from .._lazy import version_of
+
+    return version_of(dist) or "?"

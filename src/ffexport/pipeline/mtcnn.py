@@ -1,0 +1,261 @@
+"""The MTCNN cascade on the device: image pyramid -> P-Net -> R-Net -> O-Net -> faces with 5 landmarks.
+
+The three nets are plain callables ``{"input": tensor} -> {"prob", "reg"[, "landmarks"]}``:
+torch modules wrapped in :class:`TorchNet`, or any ffexport runner (onnxruntime,
+TensorRT), so the same cascade checks a converted net end to end.
+
+Coordinates: boxes are ``x1, y1, x2, y2`` with pixel ``j`` spanning ``[j, j + 1)``
+(so ``x2 - x1`` is the width); landmarks are reported the way facenet-pytorch
+reports them (``x1 + fraction * width``).  Everything stays on the device:
+candidate boxes are resampled with ``grid_sample`` (one call per frame for all
+its boxes), NMS is a vectorised fixed point, and nothing loops over boxes on the host.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .align import warp_affine
+from .detect import nms as iou_nms
+
+Net = Callable[[Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]]
+Faces = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # boxes (N, 4), points (N, 5, 2), scores (N,)
+
+CELL, STRIDE = 12, 2  # P-Net window and step in pyramid pixels
+MAX_CANDIDATES = 4096  # per pyramid level, highest scores first (bounds the NxN NMS matrix)
+MAX_SUPERSAMPLE = 4
+
+
+class TorchNet:
+    """Adapt a torch module returning a tuple (spec output order) to the ``dict -> dict`` net interface.
+
+    ``output_names`` defaults to the module's own ``output_names`` (ffexport's MTCNN nets have them).
+    """
+
+    def __init__(self, module: torch.nn.Module, output_names: Sequence[str] | None = None):
+        names = output_names if output_names is not None else getattr(module, "output_names", None)
+        if names is None:
+            raise ValueError(f"TorchNet: {type(module).__name__} has no output_names; pass them")
+        self.module = module
+        self.output_names = list(names)
+
+    def __call__(self, feeds: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        with torch.inference_mode():
+            out = self.module(feeds["input"])
+        out = out if isinstance(out, (tuple, list)) else (out,)
+        return dict(zip(self.output_names, out))
+
+
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    """RGB [0, 255] -> MTCNN input, ``(x - 127.5) / 128``."""
+    return (images - 127.5) / 128.0
+
+
+def square(boxes: torch.Tensor) -> torch.Tensor:
+    """Grow each box to a square of its longer side, same centre."""
+    wh = boxes[:, 2:4] - boxes[:, 0:2]
+    side = wh.max(1, keepdim=True).values
+    centre = boxes[:, 0:2] + wh / 2
+    return torch.cat([centre - side / 2, centre + side / 2], 1)
+
+
+def regress(boxes: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
+    """Apply ``(dx1, dy1, dx2, dy2)`` in units of the box's width/height."""
+    wh = (boxes[:, 2:4] - boxes[:, 0:2]).repeat(1, 2)
+    return boxes + reg.to(boxes.dtype) * wh
+
+
+def crop_boxes(images: torch.Tensor, boxes: torch.Tensor, size: int,
+               image_index: torch.Tensor | None = None) -> torch.Tensor:
+    """``size`` x ``size`` crops of ``boxes`` (zeros outside the frame), area-like resampling.
+
+    Each box is sampled on a ``size*k`` grid and average-pooled by ``k``
+    (k = box side / size, at most 4), so large boxes are not aliased.
+    """
+    n = boxes.shape[0]
+    if n == 0:
+        return images.new_zeros(0, images.shape[1], size, size)
+    wh = (boxes[:, 2:4] - boxes[:, 0:2]).clamp(min=1e-3)
+    k = int(min(MAX_SUPERSAMPLE, max(1, math.ceil(float(wh.max()) / size))))
+    out = size * k
+    sx, sy = out / wh[:, 0], out / wh[:, 1]
+    zeros = torch.zeros_like(sx)
+    # source pixel centre x_s -> destination pixel centre: (x_s + 0.5 - x1) * s - 0.5
+    M = torch.stack([torch.stack([sx, zeros, (0.5 - boxes[:, 0]) * sx - 0.5], 1),
+                     torch.stack([zeros, sy, (0.5 - boxes[:, 1]) * sy - 0.5], 1)], 1)
+    idx = image_index if image_index is not None else torch.arange(n, device=images.device)
+    crops = warp_affine(images, M.float(), (out, out), image_index=idx)
+    return F.avg_pool2d(crops, k) if k > 1 else crops
+
+
+def _offset_per_image(boxes: torch.Tensor, image_index: torch.Tensor) -> torch.Tensor:
+    """Shift each image's boxes far apart so one NMS call never mixes images."""
+    if boxes.numel() == 0:
+        return boxes
+    span = boxes.abs().max() + 1
+    return boxes + (image_index.to(boxes.dtype) * span * 2)[:, None]
+
+
+def _min_overlap(a: torch.Tensor) -> torch.Tensor:
+    """(N, N) intersection over the smaller area."""
+    area = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
+    lt = torch.maximum(a[:, None, :2], a[None, :, :2])
+    rb = torch.minimum(a[:, None, 2:], a[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    smaller = torch.minimum(area[:, None], area[None, :]).clamp(min=1e-12)
+    return inter / smaller
+
+
+def _min_nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Greedy NMS with intersection-over-minimum overlap (MTCNN's last stage), as a fixed point."""
+    order = torch.sort(scores, descending=True, stable=True).indices
+    over = torch.triu(_min_overlap(boxes[order].float()) > threshold, diagonal=1)
+    keep = torch.ones(order.shape[0], dtype=torch.bool, device=boxes.device)
+    for _ in range(order.shape[0]):
+        new = ~(over & keep[:, None]).any(0)
+        if torch.equal(new, keep):
+            break
+        keep = new
+    return order[keep]
+
+
+def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, image_index: torch.Tensor,
+                threshold: float, mode: str = "union") -> torch.Tensor:
+    """NMS within each image; kept indices, highest score first."""
+    if boxes.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    shifted = _offset_per_image(boxes.float(), image_index)
+    if mode == "min":
+        return _min_nms(shifted, scores, threshold)
+    return iou_nms(shifted, scores, threshold)
+
+
+class MTCNNDetector:
+    """Multi-scale MTCNN face detection over a batch of equally sized RGB frames."""
+
+    def __init__(self, pnet: Net, rnet: Net, onet: Net, device: torch.device | str = "cpu",
+                 thresholds: Sequence[float] = (0.6, 0.7, 0.7), min_face: float = 20, factor: float = 0.709,
+                 nms_thresholds: Sequence[float] = (0.5, 0.7, 0.7, 0.7), max_batch: int | None = None):
+        if not 0.0 < factor < 1.0:
+            raise ValueError(f"pyramid factor must be in (0, 1), got {factor}")
+        if min_face < 1:
+            raise ValueError(f"min_face must be >= 1 pixel, got {min_face}")
+        self.pnet, self.rnet, self.onet = pnet, rnet, onet
+        self.device = torch.device(device)
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.min_face, self.factor = float(min_face), float(factor)
+        self.nms_thresholds = tuple(float(t) for t in nms_thresholds)  # per level, all levels, R-Net, O-Net
+        self.max_batch = max_batch  # split R-/O-Net calls (runners with a bounded batch profile)
+
+    @classmethod
+    def from_torch(cls, device: torch.device | str = "cpu", **kwargs) -> "MTCNNDetector":
+        """The cascade on the trained facenet-pytorch weights, as torch modules on ``device``."""
+        from .. import specs
+        from ..models import build_model
+
+        nets = []
+        for module in ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet"):
+            spec = specs.get(module)
+            nets.append(TorchNet(build_model(spec).to(device), spec.output_names))
+        return cls(*nets, device=device, **kwargs)
+
+    def scales(self, height: int, width: int) -> list[float]:
+        """Pyramid scales: the smallest face maps to the 12-pixel window, then ``*factor`` while >= 12 px."""
+        s = CELL / self.min_face
+        side = min(height, width) * s
+        out = []
+        while side >= CELL:
+            out.append(s)
+            s *= self.factor
+            side *= self.factor
+        return out
+
+    # stages ------------------------------------------------------------------------------
+    def _run(self, net: Net, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.max_batch is None or x.shape[0] <= self.max_batch:
+            return {k: v.to(self.device) for k, v in net({"input": x}).items()}
+        parts = [net({"input": x[i:i + self.max_batch]}) for i in range(0, x.shape[0], self.max_batch)]
+        return {k: torch.cat([p[k].to(self.device) for p in parts]) for k in parts[0]}
+
+    def _propose(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """P-Net over the pyramid: square candidate boxes, their scores and image indices."""
+        h, w = images.shape[-2:]
+        boxes, scores, index = [], [], []
+        for s in self.scales(h, w):
+            sh, sw = max(CELL, math.ceil(h * s)), max(CELL, math.ceil(w * s))
+            level = F.interpolate(images, size=(sh, sw), mode="area")
+            out = self._run(self.pnet, normalise(level))
+            prob, reg = out["prob"][:, 1].float(), out["reg"].float()
+            b, i, j = (prob >= self.thresholds[0]).nonzero(as_tuple=True)
+            if b.numel() == 0:
+                continue
+            score = prob[b, i, j]
+            if score.numel() > MAX_CANDIDATES:
+                top = torch.topk(score, MAX_CANDIDATES).indices
+                b, i, j, score = b[top], i[top], j[top], score[top]
+            sx, sy = sw / w, sh / h
+            x1, y1 = (STRIDE * j).float(), (STRIDE * i).float()
+            box = torch.stack([x1 / sx, y1 / sy, (x1 + CELL) / sx, (y1 + CELL) / sy], 1)
+            keep = batched_nms(box, score, b, self.nms_thresholds[0])  # regression waits until after NMS
+            boxes.append(torch.cat([box[keep], reg[b[keep], :, i[keep], j[keep]]], 1))
+            scores.append(score[keep])
+            index.append(b[keep])
+        if not boxes:
+            empty = images.new_zeros(0, 4)
+            return empty, images.new_zeros(0), torch.zeros(0, dtype=torch.long, device=images.device)
+        boxes, scores, index = torch.cat(boxes), torch.cat(scores), torch.cat(index)
+        keep = batched_nms(boxes[:, :4], scores, index, self.nms_thresholds[1])
+        boxes, scores, index = boxes[keep], scores[keep], index[keep]
+        return square(regress(boxes[:, :4], boxes[:, 4:])), scores, index
+
+    def _refine(self, images, boxes, index):
+        """R-Net: rescore and refine candidates."""
+        out = self._run(self.rnet, normalise(crop_boxes(images, boxes, 24, index)))
+        score = out["prob"][:, 1].float()
+        ok = score > self.thresholds[1]
+        boxes, score, index, reg = boxes[ok], score[ok], index[ok], out["reg"][ok].float()
+        keep = batched_nms(boxes, score, index, self.nms_thresholds[2])
+        return square(regress(boxes[keep], reg[keep])), score[keep], index[keep]
+
+    def _output(self, images, boxes, index):
+        """O-Net: final scores, boxes and landmarks."""
+        out = self._run(self.onet, normalise(crop_boxes(images, boxes, 48, index)))
+        score = out["prob"][:, 1].float()
+        ok = score > self.thresholds[2]
+        boxes, score, index = boxes[ok], score[ok], index[ok]
+        reg, lm = out["reg"][ok].float(), out["landmarks"][ok].float()
+        wh = boxes[:, 2:4] - boxes[:, 0:2]
+        points = torch.stack([boxes[:, None, 0] + lm[:, :5] * wh[:, None, 0],
+                              boxes[:, None, 1] + lm[:, 5:] * wh[:, None, 1]], -1)
+        boxes = regress(boxes, reg)
+        keep = batched_nms(boxes, score, index, self.nms_thresholds[3], mode="min")
+        return boxes[keep], points[keep], score[keep], index[keep]
+
+    def detect(self, images: torch.Tensor) -> list[Faces]:
+        """Faces per image of ``images`` (``B x 3 x H x W`` float RGB in [0, 255]).
+
+        Returns, per image, ``(boxes (N, 4) xyxy, points (N, 5, 2), scores (N,))``
+        sorted by score, highest first, on the detector's device.
+        """
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected B x 3 x H x W RGB images, got {tuple(images.shape)}")
+        images = images.to(self.device, torch.float32)
+        n = images.shape[0]
+        boxes, scores, index = self._propose(images)
+        points = images.new_zeros(0, 5, 2)
+        if boxes.shape[0]:
+            boxes, scores, index = self._refine(images, boxes, index)
+        if boxes.shape[0]:
+            boxes, points, scores, index = self._output(images, boxes, index)
+        result = []
+        for b in range(n):
+            sel = (index == b).nonzero().squeeze(1) if boxes.shape[0] else index.new_zeros(0)
+            order = sel[torch.sort(scores[sel], descending=True, stable=True).indices]
+            result.append((boxes[order].reshape(-1, 4), points[order].reshape(-1, 5, 2), scores[order]))
+        return result
+
+    __call__ = detect

@@ -1,0 +1,358 @@
+"""Video in, video out, with decoding, GPU work and encoding overlapped (PyAV; its wheels bundle FFmpeg).
+
+    decode thread --(bounded queue)--> caller's frame function (main thread) --(bounded queue)--> encode thread
+
+Both queues are bounded, so memory stays flat however long the video is.  The
+audio stream is copied packet for packet (no re-encode), interleaved with the
+video by the encoder thread from a second reader of the input.  Frame count,
+frame rate and resolution are preserved.  The output is written to a temporary
+file beside the final name and renamed only when everything succeeded.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .._lazy import require
+from ..errors import MediaError
+from ..fsutil import atomic_path
+
+# container suffix -> (FFmpeg muxer, video encoders in order of preference)
+CONTAINERS = {
+    ".mp4": ("mp4", ("libx264", "h264", "mpeg4")),
+    ".m4v": ("mp4", ("libx264", "h264", "mpeg4")),
+    ".mov": ("mov", ("libx264", "h264", "mpeg4")),
+    ".mkv": ("matroska", ("libx264", "h264", "mpeg4")),
+    ".avi": ("avi", ("mpeg4", "libx264")),
+    ".webm": ("webm", ("libvpx-vp9", "libvpx")),
+}
+
+ProcessFn = Callable[[list[np.ndarray]], Sequence[np.ndarray]]
+
+
+@dataclass
+class VideoInfo:
+    path: Path
+    width: int
+    height: int
+    fps: Fraction
+    frames: int | None  # from the container header; may be absent
+    codec: str
+    audio_codec: str | None
+    duration_s: float | None
+
+
+class _End:
+    pass
+
+
+_END = _End()
+
+
+class _Failure:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+def _first_line(exc: BaseException) -> str:
+    s = str(exc).strip()
+    return s.splitlines()[0][:200] if s else type(exc).__name__
+
+
+def open_input(path: str | Path):
+    """An opened PyAV input container with a video stream, or a one-line :class:`MediaError`."""
+    av = require("av", "reading videos")
+    p = Path(path)
+    if not p.is_file():
+        raise MediaError(f"video {p} does not exist or is not a file")
+    if p.stat().st_size == 0:
+        raise MediaError(f"video {p} is empty (0 bytes)")
+    try:
+        c = av.open(str(p))
+    except av.FFmpegError as exc:
+        raise MediaError(f"cannot read video {p}: {_first_line(exc)}") from exc
+    if not c.streams.video:
+        c.close()
+        raise MediaError(f"{p} has no video stream")
+    return c
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Stream facts of ``path``; decodes the first frame so an unsupported codec fails here, in one line."""
+    av = require("av", "reading videos")
+    p = Path(path)
+    with open_input(p) as c:
+        v = c.streams.video[0]
+        name = v.codec_context.name if v.codec_context is not None else "?"
+        try:
+            first = next(iter(c.decode(v)), None)
+        except av.FFmpegError as exc:
+            raise MediaError(f"cannot decode video {p} (codec {name}): {_first_line(exc)}") from exc
+        if first is None:
+            raise MediaError(f"video {p} has no frames")
+        fps = v.average_rate or v.guessed_rate or v.base_rate
+        if not fps:
+            raise MediaError(f"video {p} has no frame rate")
+        a = c.streams.audio[0] if c.streams.audio else None
+        dur = float(c.duration / 1_000_000) if c.duration else None
+        return VideoInfo(p, first.width, first.height, Fraction(fps), int(v.frames) or None, name,
+                         a.codec_context.name if a is not None else None, dur)
+
+
+# --- threads ----------------------------------------------------------------------------------
+
+def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
+    """Put ``item`` unless ``stop`` is set; False when stopped."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+class _Reader(threading.Thread):
+    """Decodes RGB frames into a bounded queue: ``(array, time_s)``, then ``_END`` or ``_Failure``."""
+
+    def __init__(self, path: Path, out: queue.Queue, stop: threading.Event):
+        super().__init__(name="ffexport-decode", daemon=True)
+        self.path, self.out, self.stop = path, out, stop
+
+    def run(self) -> None:
+        try:
+            with open_input(self.path) as c:
+                v = c.streams.video[0]
+                v.thread_type = "AUTO"
+                for frame in c.decode(v):
+                    if not _put(self.out, (frame.to_ndarray(format="rgb24"), frame.time), self.stop):
+                        return
+            _put(self.out, _END, self.stop)
+        except BaseException as exc:  # handed to the main thread, which raises it
+            _put(self.out, _Failure(exc), self.stop)
+
+
+class _Writer(threading.Thread):
+    """Encodes frames from a bounded queue and interleaves the input's audio packets, copied unchanged."""
+
+    def __init__(self, container, vstream, fps: Fraction, src: Path, astream, inq: queue.Queue,
+                 stop: threading.Event):
+        super().__init__(name="ffexport-encode", daemon=True)
+        self.c, self.vs, self.fps, self.src, self.as_ = container, vstream, fps, src, astream
+        self.inq, self.stop = inq, stop
+        self.error: BaseException | None = None
+        self.frames = 0
+        self.audio_packets = 0
+        self._last_pts = -1
+
+    def _audio_packets(self):
+        if self.as_ is None:
+            return iter(())
+        c = open_input(self.src)
+        self._audio_in = c
+        return (p for p in c.demux(c.streams.audio[0]) if p.dts is not None and p.size)
+
+    def _mux_audio_until(self, t: float | None) -> None:
+        """Mux the copied audio packets that start before ``t`` seconds (all of them when ``t`` is None)."""
+        while self._pending is not None:
+            p = self._pending
+            if t is not None and float(p.dts * p.time_base) > t:
+                return
+            p.stream = self.as_
+            self.c.mux(p)
+            self.audio_packets += 1
+            self._pending = next(self._apk, None)
+
+    def _mux_video(self, packets) -> None:
+        for p in packets:
+            if p.dts is not None:
+                self._mux_audio_until(float(p.dts * p.time_base))
+            self.c.mux(p)
+
+    def run(self) -> None:
+        av = require("av")
+        self._audio_in = None
+        try:
+            self._apk = self._audio_packets()
+            self._pending = next(self._apk, None)
+            tb = Fraction(self.fps.denominator, self.fps.numerator)
+            while True:
+                try:
+                    item = self.inq.get(timeout=0.1)
+                except queue.Empty:
+                    if self.stop.is_set():
+                        return
+                    continue
+                if item is _END:
+                    break
+                arr, t = item
+                frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
+                pts = round(t * self.fps) if t is not None else self._last_pts + 1
+                pts = max(pts, self._last_pts + 1)
+                frame.pts, frame.time_base = pts, tb
+                self._last_pts = pts
+                self._mux_video(self.vs.encode(frame))
+                self.frames += 1
+            self._mux_video(self.vs.encode())
+            self._mux_audio_until(None)
+        except BaseException as exc:
+            self.error = exc
+            self.stop.set()
+        finally:
+            if self._audio_in is not None:
+                self._audio_in.close()
+
+
+# --- output setup -----------------------------------------------------------------------------
+
+def _encoder_for(suffix: str, codec: str | None) -> tuple[str, str]:
+    av = require("av", "writing videos")
+    if suffix not in CONTAINERS:
+        raise MediaError(f"cannot write video with suffix {suffix or '(none)'}; use one of {', '.join(CONTAINERS)}")
+    fmt, prefs = CONTAINERS[suffix]
+    for name in ((codec,) if codec else prefs):
+        try:
+            av.Codec(name, "w")
+            return fmt, name
+        except Exception:
+            continue
+    raise MediaError(f"no video encoder for {suffix} in this FFmpeg build (tried {', '.join((codec,) if codec else prefs)})")
+
+
+def _add_video_stream(out, encoder: str, info: VideoInfo, crf: int, preset: str):
+    vs = out.add_stream(encoder, rate=info.fps)
+    vs.width, vs.height = info.width, info.height
+    even = info.width % 2 == 0 and info.height % 2 == 0
+    vs.pix_fmt = "yuv420p" if even or encoder not in ("libx264",) else "yuv444p"
+    vs.codec_context.time_base = Fraction(info.fps.denominator, info.fps.numerator)
+    if encoder == "libx264":
+        vs.options = {"crf": str(crf), "preset": preset}
+    elif encoder.startswith("libvpx"):
+        vs.options = {"crf": str(crf), "b": "0"}
+    else:  # mpeg4 and other bitrate-driven encoders: generous bitrate for near-transparent quality
+        vs.bit_rate = int(max(2_000_000, info.width * info.height * float(info.fps) * 0.4))
+    return vs
+
+
+def _add_audio_copy(out, src: Path, suffix: str):
+    with open_input(src) as c:
+        if not c.streams.audio:
+            return None
+        a = c.streams.audio[0]
+        name = a.codec_context.name
+        if name not in out.supported_codecs:
+            raise MediaError(f"the audio codec of {src} ({name}) cannot be copied into a {suffix} file; "
+                             f"write .mkv or .mov instead")
+        return out.add_stream_from_template(a)
+
+
+def _progress(total: int | None, enabled: bool, label: str):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[fps]} fps"), TimeElapsedColumn(), TimeRemainingColumn(),
+                   console=console, disable=not enabled, transient=False)
+    return bar
+
+
+# --- the loop ---------------------------------------------------------------------------------
+
+def transcode(src: str | Path, dst: str | Path, process: ProcessFn, *, batch: int = 1, progress: bool = True,
+              queue_size: int = 8, crf: int = 18, preset: str = "veryfast", codec: str | None = None) -> dict:
+    """Decode ``src``, pass frames (lists of up to ``batch`` RGB arrays) through ``process``, encode to ``dst``.
+
+    Returns stream facts and throughput.  On any failure ``dst`` is left as it was.
+    """
+    av = require("av", "writing videos")
+    src, dst = Path(src), Path(dst)
+    if src.resolve() == dst.resolve():
+        raise MediaError(f"output {dst} is the input video; choose another output path")
+    info = probe(src)
+    fmt, encoder = _encoder_for(dst.suffix.lower(), codec)
+    batch = max(1, int(batch))
+    stop = threading.Event()
+    frames_in: queue.Queue = queue.Queue(maxsize=max(queue_size, batch))
+    frames_out: queue.Queue = queue.Queue(maxsize=max(queue_size, batch))
+    t0 = time.perf_counter()
+    n = 0
+    with atomic_path(dst) as tmp:
+        try:
+            out = av.open(str(tmp), "w", format=fmt)
+        except av.FFmpegError as exc:
+            raise MediaError(f"cannot write {dst}: {_first_line(exc)}") from exc
+        reader = writer = None
+        try:
+            vs = _add_video_stream(out, encoder, info, crf, preset)
+            astream = _add_audio_copy(out, src, dst.suffix.lower())
+            reader = _Reader(src, frames_in, stop)
+            writer = _Writer(out, vs, info.fps, src, astream, frames_out, stop)
+            reader.start()
+            writer.start()
+            with _progress(info.frames, progress, dst.name) as bar:
+                task = bar.add_task(f"swap {src.name}", total=info.frames, fps="-")
+                done = False
+                while not done:
+                    items = []
+                    while len(items) < batch:
+                        item = frames_in.get()
+                        if isinstance(item, _Failure):
+                            exc = item.exc
+                            if isinstance(exc, MediaError):
+                                raise exc
+                            raise MediaError(f"decoding {src} failed at frame {n + len(items)}: "
+                                             f"{_first_line(exc)}") from exc
+                        if item is _END:
+                            done = True
+                            break
+                        items.append(item)
+                    if not items:
+                        break
+                    results = process([a for a, _ in items])
+                    if len(results) != len(items):
+                        raise RuntimeError(f"frame function returned {len(results)} frames for {len(items)}")
+                    for (arr, t), res in zip(items, results):
+                        if res.shape != arr.shape or res.dtype != np.uint8:
+                            raise RuntimeError(f"frame function changed a frame from {arr.shape} uint8 to "
+                                               f"{res.shape} {res.dtype}")
+                        if not _put(frames_out, (res, t), stop):
+                            break
+                    n += len(items)
+                    if writer.error is not None:
+                        break
+                    el = time.perf_counter() - t0
+                    bar.update(task, advance=len(items), fps=f"{n / el:.1f}" if el > 0 else "-")
+            if writer.error is None:
+                _put(frames_out, _END, stop)
+            writer.join()
+            if writer.error is not None:
+                raise MediaError(f"encoding {dst} failed: {_first_line(writer.error)}") from writer.error
+            out.close()
+        except BaseException:
+            stop.set()
+            for th in (reader, writer):
+                if th is not None and th.is_alive():
+                    th.join(timeout=10)
+            try:
+                out.close()
+            except Exception:
+                pass
+            raise
+        finally:
+            stop.set()
+            if reader is not None:
+                reader.join(timeout=10)
+    seconds = time.perf_counter() - t0
+    return {"input": str(src), "output": str(dst), "frames": n, "width": info.width, "height": info.height,
+            "fps": float(info.fps), "fps_fraction": f"{info.fps.numerator}/{info.fps.denominator}",
+            "video_codec": encoder, "audio_codec": info.audio_codec, "audio_packets": writer.audio_packets,
+            "seconds": round(seconds, 3), "throughput_fps": round(n / seconds, 2) if seconds > 0 else None}

@@ -1,0 +1,69 @@
+"""Shared test fixtures: small-but-real variants of every registered module, exported once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# The variant each module is tested with in CI: the real architecture at its smallest registered size.
+# A module registered without an entry here fails tests/test_export.py::test_every_module_has_a_test.
+SMALL_VARIANTS = {
+    "detector": "retinaface-mnet025",
+    "landmarker": "2dfan1",
+    "encoder": "iresnet18",
+    "generator": "simswap-256-lite",
+    "enhancer": "gfpgan-lite",
+    "blender": "box-feather",
+    "mtcnn_pnet": None,
+    "mtcnn_rnet": None,
+    "mtcnn_onet": None,
+}
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def small_spec(module: str):
+    from ffexport import specs
+
+    return specs.get(module, SMALL_VARIANTS.get(module))
+
+
+@pytest.fixture(scope="session")
+def session_artifacts(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("artifacts")
+
+
+@pytest.fixture(scope="session")
+def exported_small(session_artifacts):
+    """exported_small(module) -> (spec, path of fp32.onnx), exported once per session."""
+    from ffexport.export.onnx import export_module
+
+    cache: dict[str, tuple] = {}
+
+    def get(module: str):
+        if module not in cache:
+            spec = small_spec(module)
+            res = export_module(spec, session_artifacts, samples=2)
+            cache[module] = (spec, res.path)
+        return cache[module]
+
+    return get
+
+
+@pytest.fixture(autouse=True)
+def _no_cwd_configs(monkeypatch, tmp_path):
+    """Tests run with the repo's configs/ unless they chdir; keep FFEXPORT_CONFIGS pointing at it."""
+    monkeypatch.setenv("FFEXPORT_CONFIGS", str(REPO / "configs"))
+    yield
+
+
+def pytest_report_header(config):
+    try:
+        import onnxruntime
+        import torch
+
+        return f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, threads {os.cpu_count()}"
+    except ImportError:
+        return "torch/onnxruntime missing"

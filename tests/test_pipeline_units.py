@@ -1,0 +1,202 @@
+"""Pipeline building blocks: Poisson solve, ROI paste == full-frame paste, contract checks, media errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from ffexport import specs
+from ffexport.errors import ArtifactError, MediaError, RuntimeUnavailableError
+
+from pipeline_fixtures import astronaut, make_video
+
+
+# --- Poisson ------------------------------------------------------------------------------
+
+def test_dst_solver_is_exact_on_harmonic_and_random_borders():
+    from ffexport.pipeline.poisson import solve_laplace_dirichlet
+
+    yy, xx = torch.meshgrid(torch.arange(17.0), torch.arange(23.0), indexing="ij")
+    linear = (2 * xx - 3 * yy + 1)[None].double()  # harmonic: must be reproduced from its border alone
+    border = linear.clone()
+    border[..., 1:-1, 1:-1] = 1e6  # interior values must be ignored
+    assert torch.allclose(solve_laplace_dirichlet(border), linear, atol=1e-9)
+    b = torch.randn(2, 3, 12, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    u = solve_laplace_dirichlet(b)
+    lap = u[..., :-2, 1:-1] + u[..., 2:, 1:-1] + u[..., 1:-1, :-2] + u[..., 1:-1, 2:] - 4 * u[..., 1:-1, 1:-1]
+    assert lap.abs().max() < 1e-10
+    for ring in (u[..., 0, :] - b[..., 0, :], u[..., -1, :] - b[..., -1, :], u[..., :, 0] - b[..., :, 0]):
+        assert ring.abs().max() == 0
+
+
+def test_poisson_blend_takes_colour_from_the_target_and_detail_from_the_crop():
+    from ffexport.pipeline.poisson import poisson_blend
+
+    rng = torch.Generator().manual_seed(1)
+    target = torch.rand(2, 3, 64, 64, generator=rng)
+    # a crop with the target's detail but a colour cast: gradient-domain blending removes the cast
+    cast = target + torch.tensor([0.2, -0.1, 0.05]).view(1, 3, 1, 1)
+    assert (poisson_blend(cast, target) - target).abs().max() < 1e-5
+    other = torch.rand(2, 3, 64, 64, generator=rng)
+    out = poisson_blend(other, target)
+    assert torch.equal(out[..., 0, :], target[..., 0, :]) or (out[..., 0, :] - target[..., 0, :]).abs().max() < 1e-5
+    gx = lambda t: t[..., 1:-1, 2:] - t[..., 1:-1, 1:-1]  # noqa: E731
+    assert (gx(out) - gx(other)).abs().mean() < (gx(target) - gx(other)).abs().mean() / 2
+
+
+# --- paste back on a region of interest ----------------------------------------------------
+
+def test_roi_paste_equals_full_frame_blend():
+    """The pipeline blends on the face's region only: it must equal the blender on the whole frame."""
+    from ffexport.backends.torch import TorchRunner
+    from ffexport.models import build_model
+    from ffexport.pipeline import align
+    from ffexport.pipeline.pipeline import paste
+    from ffexport.pipeline.stages import Stage
+
+    blender_spec = specs.get("blender")
+    model = build_model(blender_spec)
+    blender = Stage(blender_spec, TorchRunner(model, spec=blender_spec), "torch", "fp32")
+    mask = torch.tensor([0.3, 0.05, 0.1, 0.0, 0.1])
+    frame = torch.from_numpy(astronaut()).permute(2, 0, 1)[None].float()
+    kps = torch.tensor([[[203.0, 101.0], [246.0, 103.0], [224.0, 129.0], [202.0, 139.0], [245.0, 141.0]],
+                        [[403.0, 401.0], [446.0, 395.0], [424.0, 429.0], [402.0, 439.0], [445.0, 441.0]]])
+    index = torch.zeros(2, dtype=torch.long)
+    _, M = align.align_crop(frame, kps, specs.get("generator").template, 128, image_index=index)
+    crops = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    affine = align.invert_affine(M.double()).float()
+    work = frame.clone()
+    paste(work, crops, affine, index, blender, mask)
+    full = frame / 255.0
+    for f in range(2):  # faces composite one after the other
+        full = model(full, crops[f:f + 1], affine[f:f + 1], mask[None])
+    expected = (full * 255).round().clamp(0, 255)
+    assert (work - expected).abs().max() <= 1.0  # float rounding of the ROI offset can flip a .5
+    assert (work != expected).float().mean() < 1e-3
+    changed = (work != frame).any(1)[0]
+    assert changed.sum() > 1000  # both faces were pasted
+
+
+# --- artifacts and contracts ---------------------------------------------------------------
+
+def test_contract_mismatch_is_one_line(exported_small, tmp_path):
+    import onnx
+
+    from ffexport.manifest import artifact_dir
+    from ffexport.pipeline.stages import make_runner
+
+    spec, path = exported_small("encoder")
+    out = tmp_path / "artifacts"
+    shutil.copytree(path.parent, artifact_dir(out, spec))
+    victim = artifact_dir(out, spec) / "fp32.onnx"
+    assert make_runner(spec, "ort", out=out, build_missing=False).path == victim  # the good copy loads
+    model = onnx.load(str(victim))
+    for p in model.metadata_props:
+        if p.key == "ffexport.contract":
+            contract = json.loads(p.value)
+            contract["inputs"][0]["shape"] = ["batch", 3, 128, 128]
+            p.value = json.dumps(contract, sort_keys=True)
+    onnx.save(model, str(victim))
+    with pytest.raises(ArtifactError) as err:
+        make_runner(spec, "ort", out=out, build_missing=False)
+    msg = str(err.value)
+    assert "IO contract does not match spec encoder/iresnet18" in msg and "inputs differs" in msg
+    assert "\n" not in msg and "ffexport onnx" in msg
+
+
+def test_missing_artifact_without_building_is_one_line(tmp_path):
+    from ffexport.pipeline.stages import make_runner
+
+    with pytest.raises(ArtifactError) as err:
+        make_runner(specs.get("encoder", "iresnet18"), "ort", out=tmp_path, build_missing=False)
+    assert "is missing" in str(err.value) and "ffexport onnx -m encoder" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_cuda_without_gpu_is_one_line():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    from ffexport.pipeline.pipeline import check_device
+
+    with pytest.raises(RuntimeUnavailableError, match="^CUDA requested but no GPU is available$"):
+        check_device("cuda")
+
+
+# --- media ------------------------------------------------------------------------------
+
+def test_bad_videos_are_one_line(tmp_path):
+    from ffexport.pipeline.video import probe
+
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    good = make_video(tmp_path / "good.mp4", frames=4, audio=False)
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    cases = {empty: "is empty (0 bytes)", garbage: "cannot read video", truncated: "cannot read video",
+             tmp_path / "missing.mp4": "does not exist"}
+    for path, expected in cases.items():
+        with pytest.raises(MediaError) as err:
+            probe(path)
+        assert expected in str(err.value) and "\n" not in str(err.value), (path.name, str(err.value))
+    info = probe(good)
+    assert (info.width, info.height, info.fps, info.audio_codec) == (320, 240, 24, None)
+
+
+def test_image_io_round_trip_and_errors(tmp_path):
+    from ffexport.pipeline.media import content_hash, read_image, write_image
+
+    img = astronaut()
+    write_image(tmp_path / "a.png", img)
+    assert np.array_equal(read_image(tmp_path / "a.png"), img)
+    assert content_hash(img) == content_hash(read_image(tmp_path / "a.png")) != content_hash(img[::-1])
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(MediaError, match="cannot read image"):
+        read_image(tmp_path / "bad.jpg")
+    with pytest.raises(MediaError, match="unknown image suffix"):
+        write_image(tmp_path / "a.xyz", img)
+    assert not list(tmp_path.glob(".*.part"))
+
+
+def test_video_copy_preserves_frames_rate_size_and_audio(tmp_path):
+    """transcode with a pass-through frame function: same frames (codec tolerance), rate, size, audio packets."""
+    from ffexport.pipeline.video import transcode
+
+    from pipeline_fixtures import psnr, read_video
+
+    src = make_video(tmp_path / "in.mp4", frames=10, size=(180, 240), fps=25)
+    stats = transcode(src, tmp_path / "out.mkv", lambda frames: frames, batch=3, progress=False)
+    a, ia = read_video(src)
+    b, ib = read_video(tmp_path / "out.mkv")
+    assert stats["frames"] == len(b) == len(a) == 10
+    assert (ib["width"], ib["height"], ib["fps"]) == (ia["width"], ia["height"], ia["fps"]) == (240, 180, 25)
+    assert ib["audio"]["codec"] == ia["audio"]["codec"] == "aac"
+    assert ib["audio"]["bytes"] == ia["audio"]["bytes"]  # copied, not re-encoded
+    # Matroska stores times in milliseconds: each packet duration rounds by up to 1 ms
+    assert abs(ib["audio"]["duration_s"] - ia["audio"]["duration_s"]) <= 1e-3 * ia["audio"]["packets"]
+    assert min(psnr(x, y) for x, y in zip(a, b)) > 35
+
+
+def test_failure_mid_video_leaves_no_output(tmp_path):
+    from ffexport.pipeline.video import transcode
+
+    src = make_video(tmp_path / "in.mp4", frames=12, audio=True)
+    dst = tmp_path / "out.mp4"
+    seen = []
+
+    def explode(frames):
+        seen.extend(frames)
+        if len(seen) > 5:
+            raise RuntimeError("boom")
+        return frames
+
+    with pytest.raises(RuntimeError, match="boom"):
+        transcode(src, dst, explode, batch=2, progress=False)
+    assert not dst.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
