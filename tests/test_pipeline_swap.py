@@ -31,6 +31,12 @@ def media(tmp_path_factory):
                                        source=no_face_image((400, 500)))}
 
 
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    """This module's artifact folder: the ort stages export into it on demand (once per module)."""
+    return tmp_path_factory.mktemp("pipeline_artifacts")
+
+
 def _pipeline(backend, out, **kw):
     from ffexport.pipeline.pipeline import Pipeline
 
@@ -39,8 +45,8 @@ def _pipeline(backend, out, **kw):
 
 
 @pytest.fixture(scope="module")
-def identity(session_artifacts):
-    with _pipeline("torch", session_artifacts, generator="identity", batch=4) as pipe:
+def identity(artifacts):
+    with _pipeline("torch", artifacts, generator="identity", batch=4) as pipe:
         pipe.set_source(astronaut())
         yield pipe
 
@@ -71,10 +77,10 @@ def test_mtcnn_finds_the_astronaut_and_her_face_in_every_video_frame(media):
 # --- images ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("backend", ["torch", "ort"])
-def test_swap_image(backend, media, session_artifacts, tmp_path):
+def test_swap_image(backend, media, artifacts, tmp_path):
     from ffexport.models.blender import warp_crop, box_mask
 
-    with _pipeline(backend, session_artifacts) as pipe:
+    with _pipeline(backend, artifacts) as pipe:
         assert all(s.backend == backend for s in pipe.stages.values())
         pipe.set_source(media["face_jpg"])
         out_path = tmp_path / "swapped.png"
@@ -133,8 +139,8 @@ def _same_streams(src, dst, stats):
 
 
 @pytest.mark.parametrize("backend", ["torch", "ort"])
-def test_swap_video(backend, media, session_artifacts, tmp_path):
-    with _pipeline(backend, session_artifacts, batch=4, timing=True) as pipe:
+def test_swap_video(backend, media, artifacts, tmp_path):
+    with _pipeline(backend, artifacts, batch=4, timing=True) as pipe:
         pipe.set_source(media["face_jpg"])
         dst = tmp_path / "swapped.mp4"
         stats = pipe.process_video(media["short"], dst, progress=False)
@@ -172,8 +178,8 @@ def _cli(capsys, *args):
     return code, cap.out, [l for l in cap.err.splitlines() if l.strip()]
 
 
-def test_cli_swap_image_and_video(capsys, media, session_artifacts, tmp_path):
-    common = ["--variant", "encoder=iresnet18", "--generator", GENERATOR, "--out", session_artifacts, "--quiet"]
+def test_cli_swap_image_and_video(capsys, media, artifacts, tmp_path):
+    common = ["--variant", "encoder=iresnet18", "--generator", GENERATOR, "--out", artifacts, "--quiet"]
     code, out, err = _cli(capsys, "--source", media["face_jpg"], "--target", media["face_png"],
                           "--output", tmp_path / "o.jpg", "--backend", "ort", *common)
     assert code == 0, err

@@ -35,12 +35,12 @@ _HEADER = 64  # TensorRT and TensorRT-RTX plan headers are this long (IRuntime.e
 
 def trt_availability(flavor: str = "auto", device: int = 0) -> tuple[bool, str]:
     """Whether a TensorRT runtime here can run engines on GPU ``device``: (ok, reason in one line)."""
+    if flavor != "auto" and flavor not in F.FLAVORS:
+        return False, f"unknown TensorRT flavor {flavor!r}; valid: {', '.join(F.FLAVORS)}, auto"
     gpu = F.local_gpu(device)
     if gpu is None:
         return False, "no CUDA GPU here (torch sees none), so TensorRT engines cannot run"
     names = F.FLAVORS if flavor == "auto" else (flavor,)
-    if flavor != "auto" and flavor not in F.FLAVORS:
-        return False, f"unknown TensorRT flavor {flavor!r}; valid: {', '.join(F.FLAVORS)}, auto"
     installed = [n for n in names if available(n)]
     if not installed:
         want = " or ".join(names)
@@ -389,8 +389,7 @@ def inspect_engine(path: str | Path, device: int = 0) -> dict:
     runtime = fl.trt.Runtime(logger)
     _validity(fl, runtime, logger, data, p)  # header checks run without a GPU
     if gpu is None:
-        info["reason"] = (f"no CUDA GPU here: {fl.label} cannot deserialise an engine without one, so IO, profile "
-                          "and layer details come from the build record")
+        info["reason"] = f"no CUDA GPU here, and {fl.label} cannot deserialise an engine without one"
         return info
     torch = require("torch")
     with torch.cuda.device(device):

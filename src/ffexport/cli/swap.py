@@ -148,9 +148,10 @@ def _report(stats: dict, target: Path, output: Path, as_json: bool) -> None:
         return
     frames, missing = stats["frames"], stats.get("frames_without_faces", 0)
     if frames == 1 and missing:
-        err_console.print(f"[yellow]note:[/] no face found in {target}: written unchanged")
+        err_console.print(f"[yellow]note:[/] no face found in {target}: written unchanged", soft_wrap=True)
     elif missing:
-        err_console.print(f"[yellow]note:[/] no face found in {missing} of {frames} frames (passed through unchanged)")
+        err_console.print(f"[yellow]note:[/] no face found in {missing} of {frames} frames (passed through unchanged)",
+                          soft_wrap=True)
     rate = f", {stats['throughput_fps']:.1f} frames/s" if stats.get("throughput_fps") else ""
     console.print(f"swapped {stats['faces_swapped']} face(s) in {frames - missing}/{frames} frame(s) -> "
                   f"{rel(output)} ({stats['seconds']:.1f} s{rate})", soft_wrap=True)

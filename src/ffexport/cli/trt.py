@@ -124,13 +124,9 @@ def _build_onnx(onnx: Path, name, precision, out, cache_dir, opts) -> tuple:
     return (name or onnx.name, path, rec)
 
 
-def _profile_text(profile: dict) -> str:
-    parts = []
-    for name, p in (profile or {}).items():
-        if p["min"] != p["max"]:
-            parts.append(f"{name} {'x'.join(map(str, p['min']))}..{'x'.join(map(str, p['max']))} "
-                         f"(opt {'x'.join(map(str, p['opt']))})")
-    return "\n".join(parts) or "static shapes"
+def _profile_text(rec: dict) -> str:
+    dims = (rec.get("options") or {}).get("dims") or {}
+    return ", ".join(f"{k} {lo}..{hi} (opt {opt})" for k, (lo, opt, hi) in dims.items()) or "static shapes"
 
 
 def _table(rows) -> None:
@@ -145,12 +141,12 @@ def _table(rows) -> None:
         if tc.get("used") and not rec.get("engine_cache_hit"):
             cache += ", timing cache " + ("hit" if tc.get("hit") else "miss")
         t.add_row(key, rel(path), f"{rec['flavor']} {rec['trt_version']}", ",".join(rec["target_cc"]),
-                  _profile_text(rec.get("profile")), human_size(rec.get("engine_size")),
+                  _profile_text(rec), human_size(rec.get("engine_size")),
                   f"{rec['build_time_s']:.1f}", cache)
     console.print(t)
     for _key, _path, rec in rows:
         for note in rec.get("notes") or ():
-            err_console.print(f"[yellow]note:[/] {rec['file']}: {note}")
+            err_console.print(f"[yellow]note:[/] {rec['file']}: {note}", soft_wrap=True)
 
 
 def _print_inspect(info: dict, layers: bool) -> None:
@@ -176,7 +172,8 @@ def _print_inspect(info: dict, layers: bool) -> None:
         io, source = info["io"], "the engine"
     else:
         io, source = _record_io(rec), "the build record"
-        err_console.print(f"[yellow]engine not deserialised:[/] {info['reason']}")
+        err_console.print(f"[yellow]engine not deserialised:[/] {info['reason']}; IO and profile below come from "
+                          "the build record, per-layer information needs the engine", soft_wrap=True)
     t = Table(title=f"IO tensors (from {source})")
     for col in ("name", "mode", "dtype", "shape", "profile min", "opt", "max"):
         t.add_column(col, overflow="fold")
@@ -194,9 +191,7 @@ def _print_inspect(info: dict, layers: bool) -> None:
         if not layers and len(lay) > 10:
             console.print(f"  ... {len(lay) - 10} more (--layers lists all)")
     elif info.get("layers_reason"):
-        err_console.print(f"[yellow]layers:[/] {info['layers_reason']}")
-    else:
-        err_console.print(f"[yellow]layers unavailable:[/] {info['reason']}")
+        err_console.print(f"[yellow]layers:[/] {info['layers_reason']}", soft_wrap=True)
 
 
 def _record_io(rec: dict) -> list[dict] | None:

@@ -39,13 +39,17 @@ def _quiet_exporter():
 
 def export_onnx(model, example_inputs: Sequence | Mapping, path: str | Path, *, input_names: Sequence[str],
                 output_names: Sequence[str], dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
-                opset: int = 17, metadata: Mapping[str, str] | None = None, force: bool = True) -> Path:
+                opset: int = 17, metadata: Mapping[str, str] | None = None, force: bool = True,
+                io_shapes: Mapping[str, Sequence[int | str]] | None = None) -> Path:
     """Export any ``torch.nn.Module`` to ``path`` (atomically).
 
     ``example_inputs`` is a tuple in forward order or a dict name -> tensor in
     ``input_names`` order.  ``dynamic_axes`` maps a tensor name to {axis: dim_name}.
     ``metadata`` lands in the model's metadata_props (ffexport records its spec
     key and IO contract there so later steps can check the contract).
+    ``io_shapes`` (name -> dims, str for a symbolic dim) overrides the shapes the
+    exporter inferred for graph inputs/outputs: the spec, not shape inference,
+    owns the contract (the parity run then proves the real shapes match).
     """
     torch = require("torch", "exporting to ONNX")
     onnx = require("onnx", "exporting to ONNX")
@@ -77,10 +81,27 @@ def export_onnx(model, example_inputs: Sequence | Mapping, path: str | Path, *, 
     for k, v in sorted((metadata or {}).items()):
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, v
+    if io_shapes:
+        _stamp_shapes(proto, io_shapes)
     onnx.checker.check_model(proto)
     with atomic_path(path) as tmp:
         tmp.write_bytes(proto.SerializeToString())
     return path
+
+
+def _stamp_shapes(proto, io_shapes: Mapping[str, Sequence[int | str]]) -> None:
+    for vi in (*proto.graph.input, *proto.graph.output):
+        dims = io_shapes.get(vi.name)
+        if dims is None:
+            continue
+        shape = vi.type.tensor_type.shape
+        del shape.dim[:]
+        for d in dims:
+            entry = shape.dim.add()
+            if isinstance(d, str):
+                entry.dim_param = d
+            else:
+                entry.dim_value = int(d)
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
@@ -104,19 +125,6 @@ class ExportResult:
     skipped: bool = False
 
 
-def _batched(feeds: Iterable[dict], batch: int) -> Iterable[dict]:
-    """Concatenate consecutive single-sample feeds into batches of ``batch``."""
-    torch = require("torch")
-    pending: list[dict] = []
-    for f in feeds:
-        pending.append(f)
-        if len(pending) == batch:
-            yield {k: torch.cat([p[k] for p in pending]) for k in pending[0]}
-            pending = []
-    if pending and batch == 1:
-        yield pending[0]
-
-
 def parity_feeds(spec, faces=None, samples: int = 4, batch: int = 1) -> tuple[list[dict], str]:
     """Real inputs for ``spec``: its preprocessing applied to face photographs.
 
@@ -131,7 +139,7 @@ def parity_feeds(spec, faces=None, samples: int = 4, batch: int = 1) -> tuple[li
     else:
         label = f"{len(faces)} face images"
     faces = list(faces)[: max(samples * batch, 1)]
-    feeds = list(_batched(module_feeds(spec, faces), batch))
+    feeds = list(module_feeds(spec, faces, batch=batch, drop_last=True))
     return feeds, f"{label}, {len(feeds)} feeds of batch {batch}"
 
 
@@ -166,8 +174,10 @@ def export_module(spec, out: str | Path = "artifacts", *, checkpoint: str | Path
     say(f"{spec.key}: exporting (opset {spec.opset}, batch {batch})")
     trained = checkpoint is not None or spec.pretrained
     with atomic_path(final) as tmp:
+        io_shapes = {t.name: tuple(nb if (d == "batch" and not dynamic) else d for d in t.shape)
+                     for t in (*spec.inputs, *spec.outputs)}
         export_onnx(model, feeds[0], tmp, input_names=spec.input_names, output_names=spec.output_names,
-                    dynamic_axes=axes, opset=spec.opset, metadata=metadata, force=True)
+                    dynamic_axes=axes, opset=spec.opset, metadata=metadata, force=True, io_shapes=io_shapes)
         say(f"{spec.key}: parity torch vs onnxruntime on {len(feeds)} real inputs")
         ref = TorchRunner(model, spec=spec, name="torch fp32")
         cand = OrtRunner(tmp, spec=spec, name=FP32_ONNX)

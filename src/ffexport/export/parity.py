@@ -36,6 +36,8 @@ class _Acc:
 
     def raw(self, name, ref, cand):
         torch = __import__("torch")
+        if tuple(ref.shape) != tuple(cand.shape):
+            raise ParityError(f"output '{name}' has shape {list(cand.shape)}, the reference {list(ref.shape)}")
         c64 = cand.detach().to("cpu", torch.float64)
         r64 = ref.detach().to("cpu", torch.float64)
         bad = int((~torch.isfinite(c64)).sum())
@@ -108,6 +110,9 @@ def check_parity(spec, reference: Infer, candidate: Infer, feeds: Iterable[Feeds
     for feed in feeds:
         ref = reference(feed)
         cand = candidate(feed)
+        missing = [k for k in ref if k not in cand]
+        if missing:
+            raise ParityError(f"{candidate_label} lacks outputs {missing} of {reference_label}")
         for name in ref:
             acc.raw(name, ref[name], cand[name])
         _task_metrics(spec.task, spec, ref, cand, acc, trained)

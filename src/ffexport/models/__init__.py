@@ -37,7 +37,10 @@ def build_model(spec: "ModuleSpec", checkpoint: str | Path | None = None, seed: 
     torch = require("torch", "building models")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = _builder(spec)(spec, **dict(spec.builder_kwargs))
+        kwargs = dict(spec.builder_kwargs)
+        if checkpoint is not None and spec.pretrained:
+            kwargs["weights"] = "seeded"  # the checkpoint replaces the packaged trained weights
+        model = _builder(spec)(spec, **kwargs)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint, spec.key)
     return model.eval()

@@ -9,14 +9,14 @@ values and every layer sees activations of order one, as in a trained model.
 
 The calibration pass runs in float64 and the results are cast to float32, so
 the last-bit differences between CPU kernels (thread counts, SIMD width) do
-not reach the stored weights: the same seed gives the same state dict.
+not reach the stored weights: the same seed gives the same state dict on
+every machine (checked on two different x86 CPUs and torch versions).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 
@@ -74,13 +74,21 @@ def randomize_bn_affine(model: nn.Module, weight_spread: float = 0.2, bias_std: 
 
 
 @torch.no_grad()
-def calibrate_batchnorm(model: nn.Module, *inputs: torch.Tensor) -> None:
-    """Set every BatchNorm's running statistics to the batch statistics of one forward pass.
+def calibrate_batchnorm(model: nn.Module, *inputs: torch.Tensor, jitter: float = 0.02) -> None:
+    """Set every BatchNorm's running statistics from one forward pass, plus a small seeded jitter.
 
     BatchNorm2d statistics pool over batch and space, so one image is plenty.
     BatchNorm1d sees one value per sample: its per-channel variance over a
     couple of samples is noise, so it is pooled across channels (the mean
-    stays per channel).  Runs in float64; leaves the model in float32 eval mode.
+    stays per channel).
+
+    The jitter (mean moved by ``jitter`` standard deviations, variance scaled
+    by ``exp(jitter * N(0, 1))``) keeps the stored statistics machine
+    independent: some measured values are, mathematically, exact sums of
+    float32 numbers (the mean after adding two BN outputs is the sum of their
+    biases), which lie on float32 rounding ties, so the CPU's float64
+    summation order would pick their last bit.  Random float64 offsets move
+    them off the ties.  Runs in float64; leaves the model in float32 eval mode.
     """
     bns = [m for m in model.modules() if isinstance(m, _BN)]
     momenta = [m.momentum for m in bns]
@@ -93,6 +101,8 @@ def calibrate_batchnorm(model: nn.Module, *inputs: torch.Tensor) -> None:
         for m in bns:
             if isinstance(m, nn.BatchNorm1d):
                 m.running_var.fill_(float(m.running_var.mean()))
+            m.running_mean += jitter * m.running_var.sqrt() * torch.randn_like(m.running_mean)
+            m.running_var *= torch.exp(jitter * torch.randn_like(m.running_var))
     finally:
         for m, mom in zip(bns, momenta):
             m.momentum = mom

@@ -13,7 +13,8 @@ Two conventions differ between that checkpoint and our ONNX contract
 * Input.  The checkpoint was trained on BGR pixels minus (104, 117, 123);
   our input is BGR ``(p - 127.5) / 128``.  The graph first recovers
   ``p = x * 128 + 127.5`` and subtracts the training means, one Mul and one
-  Add: ``x * 128 + (127.5 - mean_c)``.
+  Add: ``x * 128 + (127.5 - mean_c)`` (exact in float32: 128 is a power of
+  two), so a real checkpoint sees exactly what it was trained on.
 * Outputs.  The heads regress SSD-style offsets against prior boxes of side
   ``m`` centred at ``((x + 0.5) * s, (y + 0.5) * s)`` with variances
   (0.1, 0.2); we emit insightface distances from the anchor centre
@@ -47,8 +48,12 @@ def _conv_bn(cin: int, cout: int, stride: int = 1, leaky: float | None = 0.0, k:
 def _conv_dw(cin: int, cout: int, stride: int, leaky: float = 0.1) -> nn.Sequential:
     """Depthwise 3x3 + BN + act, then pointwise 1x1 + BN + act (indices 0-5)."""
     return nn.Sequential(
-        nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin), nn.LeakyReLU(leaky, inplace=True),
-        nn.Conv2d(cin, cout, 1, 1, 0, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(leaky, inplace=True),
+        nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False),
+        nn.BatchNorm2d(cin),
+        nn.LeakyReLU(leaky, inplace=True),
+        nn.Conv2d(cin, cout, 1, 1, 0, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.LeakyReLU(leaky, inplace=True),
     )
 
 

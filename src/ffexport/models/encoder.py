@@ -71,7 +71,8 @@ class IResNet(nn.Module):
     def _stage(cin: int, planes: int, blocks: int) -> nn.Sequential:
         # every stage halves the resolution in its first block, so that block always projects its input
         down = nn.Sequential(nn.Conv2d(cin, planes, 1, 2, bias=False), nn.BatchNorm2d(planes, eps=BN_EPS))
-        return nn.Sequential(IBasicBlock(cin, planes, 2, down), *[IBasicBlock(planes, planes) for _ in range(blocks - 1)])
+        rest = [IBasicBlock(planes, planes) for _ in range(blocks - 1)]
+        return nn.Sequential(IBasicBlock(cin, planes, 2, down), *rest)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.prelu(self.bn1(self.conv1(x)))

@@ -72,7 +72,7 @@ class FaceSet:
 
     def describe(self, items: Sequence) -> dict:
         return {"set": self.label, "set_sha256": self.sha256, "count": len(items),
-                "files": [it.name if isinstance(it, Path) else it.path for it in items]}
+                "files": [it.name if isinstance(it, Path) else Path(it.path).name for it in items]}
 
 
 def builtin_set():

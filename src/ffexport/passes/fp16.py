@@ -101,7 +101,20 @@ def _convert(model, keep_io_types: bool, block_ops: Sequence[str], block_nodes: 
                                            node_block_list=sorted(block_nodes), max_finite_val=graph.FP16_MAX)
     m16.graph.ClearField("value_info")  # the converter leaves stale float32 entries; onnxruntime re-infers
     graph.copy_metadata(model, m16)
-    return m16, [str(w.message).splitlines()[0][:200] for w in caught]
+    return m16, _summarise([str(w.message) for w in caught])
+
+
+def _summarise(messages: list[str]) -> list[str]:
+    """The converter warns once per clamped initializer value; count them instead."""
+    tiny = sum("truncated to 1e-07" in m or "truncated to -1e-07" in m for m in messages)
+    big = sum("truncated to 65504" in m or "truncated to -65504" in m for m in messages)
+    rest = [m.splitlines()[0][:200] for m in messages if "truncated to" not in m]
+    out = []
+    if tiny:
+        out.append(f"{tiny} initializer values below 1e-07 in magnitude raised to +/-1e-07 (FP16 subnormal range)")
+    if big:
+        out.append(f"{big} initializer values beyond 65504 clamped to +/-65504")
+    return out + sorted(set(rest))[:10]
 
 
 _NODE_IN_ERROR = re.compile(r"node \(([^)]+)\)|node name \(([^)]+)\)|Node \(([^)]+)\)")
@@ -171,7 +184,7 @@ def fp16(src: str | Path, dst: str | Path, judge, *, keep_io_types: bool = True,
     with atomic_path(dst) as tmp:
         for rnd in range(MAX_ROUNDS + 1):
             m16, notes = _convert_valid(model, keep_io_types, spec_ops + lib_ops, kept, say)
-            lost = graph.dynamic_axes_lost(model, m16)
+            lost = graph.dynamic_axes_lost(model, m16, judge.spec)
             if lost:
                 raise ModelLoadError(f"FP16 conversion of {src.name} fixed the dynamic axes {', '.join(lost)}")
             graph.save(m16, tmp)

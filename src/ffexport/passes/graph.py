@@ -52,16 +52,22 @@ def graph_inputs(model) -> list:
     return [i for i in model.graph.input if i.name not in inits]
 
 
-def dynamic_axes_lost(parent, child) -> list[str]:
-    """'name[axis]' of every symbolic axis of the parent's IO that the child made fixed or dropped."""
+def dynamic_axes_lost(parent, child, spec=None) -> list[str]:
+    """'name[axis]' of every axis that must stay symbolic but the child made fixed or dropped.
+
+    Must stay symbolic: every symbolic axis of the parent's inputs and every axis the
+    spec declares dynamic (batch, height ...).  Other output axes may become fixed:
+    the exporter sometimes names an axis it could not resolve (even 'batch' for an
+    image height), and simplification resolving it is an improvement."""
     pd, cd = io_dims(parent), io_dims(child)
+    need = {(i.name, k) for i in graph_inputs(parent) for k, d in enumerate(pd.get(i.name, [])) if isinstance(d, str)}
+    if spec is not None:
+        need |= {(name, k) for name, axes in spec.dynamic_axes.items() for k in axes}
     lost = []
-    for name, dims in pd.items():
-        for i, d in enumerate(dims):
-            if isinstance(d, str):
-                got = cd.get(name)
-                if got is None or len(got) <= i or not isinstance(got[i], str):
-                    lost.append(f"{name}[{i}]")
+    for name, k in sorted(need):
+        got = cd.get(name)
+        if name in pd and (got is None or len(got) <= k or not isinstance(got[k], str)):
+            lost.append(f"{name}[{k}]")
     return lost
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .._lazy import require
-from ..errors import CalibrationError, InputSpecError, ParityError
+from ..errors import CalibrationError, InputSpecError, ModelLoadError, ParityError
 from ..fsutil import atomic_path
 from . import graph, sensitivity
 
@@ -218,6 +218,9 @@ def int8(src: str | Path, dst: str | Path, judge, reader_factory: Callable[[Sequ
                 q = work / f"q{rnd}.onnx"
                 _quantize(pre, q, cache, method, set(excluded), op_types, extra)
                 qmodel = onnx.load(str(q))
+                lost = graph.dynamic_axes_lost(model, qmodel, judge.spec)
+                if lost:
+                    raise ModelLoadError(f"INT8 quantization of {src.name} fixed the dynamic axes {', '.join(lost)}")
                 graph.copy_metadata(model, qmodel)
                 graph.save(qmodel, tmp)
                 say(f"INT8 round {rnd + 1}: parity with {len(excluded)} nodes excluded")

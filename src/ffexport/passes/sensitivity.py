@@ -82,20 +82,30 @@ def tensor_errors(parent, candidate, feeds: Sequence[dict], names: Iterable[str]
 class NodeScore:
     node: str
     op: str
-    score: float
+    score: float  # share of the node's output error that the node itself adds (1 = all of it)
     error_out: float
     error_in: float
+
+    @property
+    def added(self) -> float:
+        return self.error_out - self.error_in
 
     def detail(self) -> str:
         if math.isinf(self.error_out):
             return f"outputs turned inf/NaN (inputs' relative error {self.error_in:.2g})"
-        return (f"adds {self.score:.3g} relative error (outputs {self.error_out:.3g} vs inputs "
-                f"{self.error_in:.3g})")
+        return (f"adds {self.added:.3g} relative error itself, {self.score:.0%} of its outputs' "
+                f"{self.error_out:.3g}")
 
 
 def rank_nodes(parent, candidate, feeds: Sequence[dict], candidates: set[str]) -> list[NodeScore]:
-    """Nodes of ``candidates`` (names of ``parent``'s nodes) by local error, worst first; only nodes that
-    add error are listed."""
+    """Nodes of ``candidates`` (names of ``parent``'s nodes) that add error, most harmful first.
+
+    A node's error reaches the outputs amplified by everything after it, so what
+    it costs at the outputs is about ``added / error_out * error_at_outputs``:
+    nodes are ranked by the share of their outputs' error that they add
+    themselves (early noise sources and isolated bad nodes first, then nodes
+    that merely pass on inherited error), ties by the error added.
+    """
     names = graph.node_output_names(parent)
     err = tensor_errors(parent, candidate, feeds, names)
     scores = []
@@ -108,10 +118,10 @@ def rank_nodes(parent, candidate, feeds: Sequence[dict], candidates: set[str]) -
         e_out = max(outs)
         e_in = max([err.get(i, 0.0) for i in n.input if i] or [0.0])
         if math.isinf(e_out):
-            score = math.inf if not math.isinf(e_in) else 0.0
+            share = math.inf if not math.isinf(e_in) else 0.0
         else:
-            score = e_out - e_in
-        if score > 0:
-            scores.append(NodeScore(n.name, n.op_type, score, e_out, e_in))
-    scores.sort(key=lambda s: (-s.score, s.node))
+            share = (e_out - e_in) / e_out if e_out > 0 else 0.0
+        if share > 0:
+            scores.append(NodeScore(n.name, n.op_type, share, e_out, e_in))
+    scores.sort(key=lambda s: (-s.score, -(s.added if not math.isinf(s.error_out) else 0.0), s.node))
     return scores

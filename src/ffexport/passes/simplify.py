@@ -61,7 +61,7 @@ def simplify(src: str | Path, dst: str | Path, judge, *, tool: str = "auto",
             parent_copy.CopyFrom(model)
             try:
                 out = _RUN[name](parent_copy)
-                lost = graph.dynamic_axes_lost(model, out)
+                lost = graph.dynamic_axes_lost(model, out, judge.spec)
                 if lost:
                     raise RuntimeError(f"dynamic axes {', '.join(lost)} became fixed")
                 graph.copy_metadata(model, out)

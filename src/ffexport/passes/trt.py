@@ -29,6 +29,7 @@ from . import trt_flavors as F
 ONNX_FOR = {"fp32": "fp32.sim.onnx", "fp16": "fp16.onnx", "int8": "int8.onnx"}
 OPT_LEVELS = range(0, 6)
 DEFAULT_CACHE = ".trt-cache"  # under the artifact root: timing caches
+DEFAULT_CALIB = Path("calibration")  # what the passes calibrate on when --calib is not given
 
 Range = tuple[int, int, int]
 
@@ -129,7 +130,7 @@ def resolve_profile(inputs: Mapping[str, list[int | str | None]], *, batch: Rang
     """The optimization profile for ``inputs``: name -> {min, opt, max} shapes.
 
     Axis 0, when dynamic, is the batch axis.  A named axis takes ``dims[name]``;
-    without one it is fixed at the spec's example size (and a note says so).
+    without one, a spec's example size ``e`` gives ``e//4 .. 3e`` (opt ``e``) and a note says so.
     Returns (profile, the ranges used per axis name, notes).
     """
     dims = dict(dims or {})
@@ -151,9 +152,10 @@ def resolve_profile(inputs: Mapping[str, list[int | str | None]], *, batch: Rang
                 elif axis == 0:
                     key, rng = key or "batch", batch
                 elif key is not None and key in examples:
-                    rng = (examples[key],) * 3
-                    notes.append(f"axis {key!r} fixed at the example size {examples[key]}; "
-                                 f"give a range with --dim {key}=MIN:OPT:MAX")
+                    ex = int(examples[key])
+                    rng = (max(1, ex // 4), ex, ex * 3)
+                    notes.append(f"axis {key!r}: range {rng[0]}..{rng[2]} (opt {ex}) derived from the spec's example "
+                                 f"size; set it with --dim {key}=MIN:OPT:MAX or trt.dims in configs/")
                 else:
                     label = f"'{key}'" if key else "unnamed"
                     raise InputSpecError(f"input {name!r} axis {axis} ({label}) is dynamic and has no range: give "
@@ -212,7 +214,8 @@ def _parse_error(flavor: F.Flavor, parser, onnx_path: Path) -> str:
     errors = []
     for i in range(parser.num_errors):
         e = parser.get_error(i)
-        node, op = (e.node_name() or "").strip(), (e.node_operator() or "").strip()
+        node = str(e.node_name() if hasattr(e, "node_name") else "").strip()  # both since TensorRT 10.0
+        op = str(e.node_operator() if hasattr(e, "node_operator") else "").strip()
         desc = F.clean(e.desc())
         if node or op:
             errors.append(f"node {node!r} ({op or '?'}): {desc}")
@@ -371,24 +374,27 @@ def build_engine(onnx_path: str | Path, spec=None, *, precision: str, out_path: 
 
 def source_onnx(spec, precision: str, *, out: str | Path = "artifacts", calib: str | Path | None = None,
                 progress: Callable[[str], None] | None = None) -> Path:
-    """The ONNX artifact a ``precision`` engine is built from, made through the passes when missing or stale."""
+    """The ONNX artifact a ``precision`` engine is built from, made through the passes when missing or stale.
+
+    INT8 needs calibration faces (``--calib DIR``, or ``./calibration`` as the passes default to); without
+    any, an existing ``int8.onnx`` is used as it is, and with neither the answer is one line.
+    """
     folder = artifact_dir(out, spec)
     want = folder / ONNX_FOR[precision]
-    if precision == "int8" and calib is None and not want.is_file():
-        raise CalibrationError(f"{spec.key}: --precision int8 needs calibration images (--calib DIR) or an existing "
-                               f"{want}; none was given and that file does not exist")
+    if precision == "int8" and calib is None and not DEFAULT_CALIB.is_dir():
+        if want.is_file():
+            return want
+        raise CalibrationError(f"{spec.key}: --precision int8 needs calibration images (--calib DIR, or a "
+                               f"./{DEFAULT_CALIB} folder) or an existing {want}; there is none of them")
     try:
         from .optimize import optimize
     except ModuleNotFoundError as exc:
-        if exc.name not in (f"{__package__}.optimize",):
+        if exc.name != f"{__package__}.optimize":
             raise
         if want.is_file():
             return want
         raise ArtifactError(f"{want} does not exist and the ONNX passes are not installed to make it") from exc
-    kw = {"out": out, "progress": progress}
-    if calib is not None:
-        kw["calib"] = calib
-    return Path(optimize(spec, precision, **kw))
+    return Path(optimize(spec, precision, out=out, calib=calib, progress=progress))
 
 
 def build_module_engine(spec, precision: str, *, out: str | Path = "artifacts", calib: str | Path | None = None,

@@ -110,12 +110,18 @@ class Flavor:
         return dict(sorted(out.items(), key=lambda kv: tuple(int(x) for x in kv[0].split("."))))
 
     def runs_on(self, gpu: GpuInfo) -> tuple[bool, str]:
-        """Whether engines of this flavour can run on ``gpu`` at all, and why not."""
+        """Whether engines of this flavour can run on ``gpu`` at all, and why not.
+
+        TensorRT for RTX runs on the compute capabilities of its ``ComputeCapability`` list and on later ones;
+        on an H100 (9.0) its runtime says: "Supported compute capabilities: 8.0 8.6 8.9 12.0 12.1 >12.0".
+        """
         if self.is_rtx:
             ccs = self.target_ccs()
-            if ccs and gpu.cc_str not in ccs:
+            known = [tuple(int(x) for x in c.split(".")) for c in ccs]
+            if known and gpu.cc_str not in ccs and tuple(gpu.cc) <= max(known):
                 return False, (f"{self.label} does not support compute capability {gpu.cc_str} ({gpu.name}): "
-                               f"engines built with it cannot run on this GPU (it supports {', '.join(ccs)})")
+                               f"engines built with it cannot run on this GPU (it supports {', '.join(ccs)} "
+                               "and later)")
         return True, ""
 
 

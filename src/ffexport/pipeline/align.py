@@ -27,7 +27,9 @@ from ..specs.base import Preprocess, Template
 
 def to_tensor_image(image, device: torch.device | str | None = None) -> torch.Tensor:
     """``H x W x 3`` (or ``B x H x W x 3``) uint8 array/tensor -> float32 ``B x 3 x H x W`` in [0, 255]."""
-    t = torch.as_tensor(np.ascontiguousarray(image) if isinstance(image, np.ndarray) else image)
+    if isinstance(image, np.ndarray):  # read-only arrays (PIL's) are copied: torch wants writable memory
+        image = np.array(image, copy=True) if not image.flags.writeable else np.ascontiguousarray(image)
+    t = torch.as_tensor(image)
     if t.ndim == 3:
         t = t.unsqueeze(0)
     if t.ndim != 4 or t.shape[-1] != 3:

@@ -19,7 +19,7 @@ import torch
 
 from ..errors import InputSpecError
 
-Detections = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # boxes (N, 4), kps (N, 5, 2), scores (N,)
+Detections = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # boxes (..., 4), kps (..., 5, 2), scores (...)
 
 STRIDES = (8, 16, 32)
 MAX_CANDIDATES = 2000  # highest-scoring boxes that enter NMS (bounds the N x N IoU matrix)
@@ -42,7 +42,7 @@ def _get(outputs: Mapping[str, torch.Tensor], name: str) -> torch.Tensor:
 
 
 def decode_all(outputs: Mapping[str, torch.Tensor], input_size: int | tuple[int, int] = 640,
-               strides: Sequence[int] = STRIDES, num_anchors: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+               strides: Sequence[int] = STRIDES, num_anchors: int = 2) -> Detections:
     """Every anchor's box (B, N, 4), keypoints (B, N, 5, 2) and score (B, N), all strides concatenated."""
     boxes, kps, scores = [], [], []
     for s in strides:
@@ -60,14 +60,15 @@ def decode_all(outputs: Mapping[str, torch.Tensor], input_size: int | tuple[int,
 
 def decode(outputs: Mapping[str, torch.Tensor], input_size: int | tuple[int, int] = 640,
            strides: Sequence[int] = STRIDES, score_threshold: float = 0.5, num_anchors: int = 2) -> list[Detections]:
-    """Per batch item: boxes (N, 4) xyxy pixels, kps (N, 5, 2) pixels, scores (N,) above ``score_threshold``.
+    """Per batch item: boxes (N, 4) xyxy pixels, kps (N, 5, 2) pixels, scores (N,) of the anchors whose
+    score is at least ``score_threshold`` (insightface's rule).
 
     Kept anchors stay in output order (stride, then row-major location, then anchor).
     """
     boxes, kps, scores = decode_all(outputs, input_size, strides, num_anchors)
     result = []
     for b in range(scores.shape[0]):
-        keep = scores[b] > score_threshold
+        keep = scores[b] >= score_threshold
         result.append((boxes[b][keep], kps[b][keep], scores[b][keep]))
     return result
 

@@ -143,12 +143,13 @@ class Pipeline:
         self.timings: dict[str, float] = {}
         self.stats = {"frames": 0, "frames_with_faces": 0, "faces_swapped": 0}
         self._mask = torch.tensor(mask, dtype=torch.float32, device=self.device)
+        self._mask_values = mask
         self._sources: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._source: torch.Tensor | None = None
         self._reference: torch.Tensor | None = None
         self._pinned: torch.Tensor | None = None
         self._upload_done = None
-        self.last_faces: list[dict] = []
+        self._last: tuple | None = None  # the last batch's faces, on the device (see last_faces)
 
         self.stages: dict[str, Stage] = {}
         try:
@@ -337,17 +338,25 @@ class Pipeline:
         return kps, index
 
     def _refine_landmarks(self, images: torch.Tensor, kps: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """5 points from the 68-point landmarker: eye centres, nose tip, mouth corners."""
+        """5 points from the 68-point landmarker: eye centres, nose tip, mouth corners.
+
+        A face whose refined points stray from the detector's by more than half
+        the detector's eye distance keeps the detector's points (a landmarker
+        failure, or seeded weights, must not throw the alignment off).
+        """
         stage = self.stages["landmarker"]
         spec = stage.spec
         crops, M = align.align_crop(images, kps, spec.template, int(spec.input_size[0]), image_index=index)
         pts = stage.run({spec.input_names[0]: align.normalize(crops, spec.preprocess)})["points"]
-        pts = align.transform_points(pts.float(), align.invert_affine(M))
-        return torch.stack([pts[:, 36:42].mean(1), pts[:, 42:48].mean(1), pts[:, 30], pts[:, 48], pts[:, 54]], 1)
+        pts = align.transform_points(pts.float().to(self.device), align.invert_affine(M))
+        five = torch.stack([pts[:, 36:42].mean(1), pts[:, 42:48].mean(1), pts[:, 30], pts[:, 48], pts[:, 54]], 1)
+        eye_dist = (kps[:, 1] - kps[:, 0]).norm(dim=-1)
+        ok = (five - kps).norm(dim=-1).amax(1) <= 0.5 * eye_dist
+        return torch.where(ok[:, None, None], five, kps)
 
     # --- paste back -----------------------------------------------------------------------------
     def _paste(self, work: torch.Tensor, crops01: torch.Tensor, affine: torch.Tensor, index: torch.Tensor) -> None:
-        paste(work, crops01, affine, index, self.stages["blender"], self._mask)
+        paste(work, crops01, affine, index, self.stages["blender"], self._mask, self._mask_values)
 
     def _output01(self, stage: Stage, out: torch.Tensor) -> torch.Tensor:
         lo, hi = stage.spec.outputs[0].value_range or (0.0, 1.0)
@@ -383,7 +392,7 @@ class Pipeline:
         kps, index = self._select(images, dets)
         n_frames = len(as_list)
         self.stats["frames"] += n_frames
-        self.last_faces = []
+        self._last = None
         if kps.shape[0] == 0:
             return [self._host(f) for f in as_list]
         if self.landmarks68:
@@ -408,8 +417,7 @@ class Pipeline:
             self._paste(work, swapped, affine, index)
         if self.enhance:
             self._enhance(work, kps, index)
-        self.last_faces = [{"frame": int(b), "landmarks": kps[i].cpu(), "affine": affine[i].cpu(),
-                            "crop_size": size} for i, b in enumerate(index.tolist())]
+        self._last = (kps, affine, index, size)
         with self._t("transfer"):
             touched = sorted(set(index.tolist()))
             out_dev = work[touched].round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
@@ -432,6 +440,15 @@ class Pipeline:
             out01 = self._output01(stage, out).to(self.device)
         with self._t("blend"):
             self._paste(work, out01, align.invert_affine(M.double()).float(), index)
+
+    @property
+    def last_faces(self) -> list[dict]:
+        """The faces swapped in the last batch: frame index, 5 landmarks, crop -> frame affine, crop size."""
+        if self._last is None:
+            return []
+        kps, affine, index, size = self._last
+        return [{"frame": int(b), "landmarks": kps[i].cpu(), "affine": affine[i].cpu(), "crop_size": size}
+                for i, b in enumerate(index.tolist())]
 
     @staticmethod
     def _host(frame) -> np.ndarray:
@@ -482,7 +499,7 @@ class Pipeline:
 
 # --- paste back on regions of interest ------------------------------------------------------------
 
-def mask_rois(affine: torch.Tensor, crop_size: int, mask: torch.Tensor, height: int,
+def mask_rois(affine: torch.Tensor, crop_size: int, mask: Sequence[float], height: int,
               width: int) -> list[tuple[int, int, int, int]]:
     """Per face, the frame region ``(x0, y0, x1, y1)`` outside which its blend mask is zero.
 
@@ -490,7 +507,7 @@ def mask_rois(affine: torch.Tensor, crop_size: int, mask: torch.Tensor, height: 
     its corners go through ``affine`` (crop -> frame), plus a pixel of margin.
     One host sync for all faces.
     """
-    blur, top, right, bottom, left = (float(v) for v in mask.tolist())
+    blur, top, right, bottom, left = (float(v) for v in mask)
     lo_x, hi_x = left * crop_size - 0.5, (1.0 - right) * crop_size - 0.5
     lo_y, hi_y = top * crop_size - 0.5, (1.0 - bottom) * crop_size - 0.5
     corners = affine.new_tensor([[lo_x, lo_y], [hi_x, lo_y], [lo_x, hi_y], [hi_x, hi_y]])
@@ -500,7 +517,7 @@ def mask_rois(affine: torch.Tensor, crop_size: int, mask: torch.Tensor, height: 
 
 
 def paste(work: torch.Tensor, crops01: torch.Tensor, affine: torch.Tensor, index: torch.Tensor, blender: Stage,
-          mask: torch.Tensor) -> None:
+          mask: torch.Tensor, mask_values: Sequence[float] | None = None) -> None:
     """Composite each crop into ``work`` in place, one face after another, with the blender stage.
 
     ``work`` is ``B x 3 x H x W`` float holding integer values in [0, 255];
@@ -511,7 +528,7 @@ def paste(work: torch.Tensor, crops01: torch.Tensor, affine: torch.Tensor, index
     back to integers, so pixels the mask does not reach stay bit-exact.
     """
     h, w = work.shape[-2:]
-    rois = mask_rois(affine, crops01.shape[-1], mask, h, w)
+    rois = mask_rois(affine, crops01.shape[-1], mask_values if mask_values is not None else mask.tolist(), h, w)
     frames = index.tolist()
     for f, (x0, y0, x1, y1) in enumerate(rois):
         if x1 <= x0 or y1 <= y0:

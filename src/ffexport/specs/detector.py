@@ -49,5 +49,7 @@ RETINAFACE = register(ModuleSpec(
     },
     fallback_gates=RAW_FALLBACK,
     fp16_block_ops=FP16_BLOCK_DEFAULT,
-    notes="parameter names follow the public mobilenet0.25 RetinaFace (body/fpn/ssh1-3/ClassHead/BboxHead/LandmarkHead)",
+    notes="parameter names follow the public mobilenet0.25 RetinaFace (body/fpn/ssh1-3/ClassHead/BboxHead/LandmarkHead); "
+          "the graph converts its (x - 127.5) / 128 input back to BGR minus (104, 117, 123), what those checkpoints were "
+          "trained on, and decodes their prior-box encoding into the insightface distance layout",
 ), default=True)

@@ -17,7 +17,7 @@ FAN4 = register(ModuleSpec(
                        doc="256x256 RGB face crop (template landmark_256), x / 255"),),
     outputs=(
         TensorSpec("heatmaps", (BATCH, 68, 64, 64), doc="last hourglass heatmaps"),
-        TensorSpec("points", (BATCH, 68, 2), doc="(x, y) in pixels of the 256 input, argmax with quarter-pixel refinement"),
+        TensorSpec("points", (BATCH, 68, 2), doc="(x, y) in pixels of the 256 input: 4 * (argmax cell + 0.5 + 0.25 * sign of the neighbour difference)"),
         TensorSpec("scores", (BATCH, 68), doc="heatmap peak value per point"),
     ),
     builder="ffexport.models.landmarker:build",

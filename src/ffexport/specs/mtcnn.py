@@ -33,6 +33,7 @@ _COMMON = dict(
     preprocess=MTCNN_PRE,
     template=None,
     task="raw",
+        pretrained=True,
     gates=RAW_FALLBACK,
     fallback_gates=RAW_FALLBACK,
     fp16_block_ops=FP16_BLOCK_DEFAULT,

@@ -1,0 +1,1 @@
+"""Benchmark harness: per-module and end-to-end timing, memory, and reports."""

@@ -1,0 +1,146 @@
+"""Real TensorRT builds on a machine without a GPU: TensorRT for RTX builds ahead of time.
+
+`ffexport trt` takes the module's ONNX artifact for the precision (made through
+the passes: fp32.sim.onnx, fp16.onnx, Q/DQ int8.onnx calibrated on the
+repository's calibration/ faces), builds a strongly typed engine, and records
+it; a second run with the same key is a cache hit that builds nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ffexport.cli.main import main
+from ffexport.manifest import Manifest
+from trt_fixtures import digest, needs_rtx
+
+pytestmark = needs_rtx
+
+REPO = Path(__file__).resolve().parents[1]
+CALIB = REPO / "calibration"
+ONNX_FOR = {"fp32": "fp32.sim.onnx", "fp16": "fp16.onnx", "int8": "int8.onnx"}
+
+
+@pytest.fixture(scope="module")
+def art(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("trt_build")
+
+
+def _trt(art: Path, *args: str) -> int:
+    return main(["trt", "--calib", str(CALIB), "--out", str(art), *args])
+
+
+def _record(folder: Path, name: str) -> dict:
+    return Manifest.load(folder).get(name)
+
+
+def _onnx_ops(path: Path) -> set[str]:
+    import onnx
+
+    return {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_build_each_precision(art, precision, capsys):
+    import onnx
+    import tensorrt_rtx
+
+    assert _trt(art, "--module", "detector", "--precision", precision) == 0
+    out = capsys.readouterr().out
+    folder = art / "detector"
+    engine = folder / f"{precision}.tensorrt_rtx.engine"
+    assert engine.name in out and "built" in out
+    data = engine.read_bytes()
+    assert data[:4] == b"vtrt", "not a TensorRT-RTX plan"
+    rec = _record(folder, engine.name)
+    onnx_path = folder / ONNX_FOR[precision]
+    # built from the precision's own ONNX artifact, as it is now
+    assert rec["pass"] == "trt" and rec["parent"]["file"] == onnx_path.name
+    assert rec["parent"]["sha256"] == digest(onnx_path) == rec["key"]["onnx_sha256"]
+    assert rec["sha256"] == digest(engine) and rec["engine_size"] == len(data) == rec["size_bytes"]
+    assert rec["flavor"] == "tensorrt_rtx" and rec["trt_version"] == tensorrt_rtx.__version__
+    assert rec["target_cc"] == ["default"] and rec["build_time_s"] > 0
+    assert rec["options"]["strongly_typed"] is True and "none" in rec["options"]["precision_flags"]
+    # the precision lives in the graph the engine was parsed from
+    ops = _onnx_ops(onnx_path)
+    if precision == "int8":
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    else:
+        assert "QuantizeLinear" not in ops
+    if precision == "fp16":
+        m = onnx.load(str(onnx_path), load_external_data=False)
+        assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in m.graph.initializer)
+    # profile: configs/detector.yaml's batch {min 1, opt 1, max 4}; the 640x640 frame is fixed
+    assert rec["profile"] == {"input": {"min": [1, 3, 640, 640], "opt": [1, 3, 640, 640], "max": [4, 3, 640, 640]}}
+    ins = {t["name"]: t for t in rec["io"]["inputs"]}
+    assert ins["input"]["shape"] == [-1, 3, 640, 640] and ins["input"]["profile"] == rec["profile"]["input"]
+    from ffexport import specs
+
+    assert [t["name"] for t in rec["io"]["outputs"]] == specs.get("detector").output_names
+    # TensorRT for RTX has no timing cache to persist: the record says so and no file pretends otherwise
+    assert rec["timing_cache_hit"] is None and rec["timing_cache"]["used"] is False
+    assert "ignores timing caches" in rec["timing_cache"]["reason"]
+    assert not (art / ".trt-cache").exists()
+
+
+def test_second_run_is_a_cache_hit(art, capsys):
+    engine = art / "detector" / "int8.tensorrt_rtx.engine"
+    if not engine.is_file():
+        assert _trt(art, "--module", "detector", "--precision", "int8") == 0
+    before = (digest(engine), engine.stat().st_mtime_ns)
+    capsys.readouterr()
+    assert _trt(art, "--module", "detector", "--precision", "int8") == 0
+    assert "engine hit (skipped)" in capsys.readouterr().out
+    assert (digest(engine), engine.stat().st_mtime_ns) == before
+
+
+def test_changed_key_rebuilds_and_force_rebuilds(art, capsys):
+    engine = art / "detector" / "fp32.tensorrt_rtx.engine"
+    if not engine.is_file():
+        assert _trt(art, "--module", "detector", "--precision", "fp32") == 0
+    first = _record(engine.parent, engine.name)
+    assert _trt(art, "--module", "detector", "--precision", "fp32", "--batch", "2:3:6") == 0
+    rec = _record(engine.parent, engine.name)
+    assert rec["profile"]["input"] == {"min": [2, 3, 640, 640], "opt": [3, 3, 640, 640], "max": [6, 3, 640, 640]}
+    assert rec["key"] != first["key"] and rec["sha256"] != first["sha256"]
+    assert _trt(art, "--module", "detector", "--precision", "fp32", "--batch", "2:3:6",
+                "--target-cc", "8.6,12.0") == 0
+    rec2 = _record(engine.parent, engine.name)
+    assert rec2["target_cc"] == ["8.6", "12.0"] and rec2["key"]["target_cc"] == ["8.6", "12.0"]
+    capsys.readouterr()
+    assert _trt(art, "--module", "detector", "--precision", "fp32", "--batch", "2:3:6",
+                "--target-cc", "8.6,12.0", "--force") == 0
+    assert "engine hit" not in capsys.readouterr().out
+    assert _record(engine.parent, engine.name)["created_utc"] >= rec2["created_utc"]
+
+
+def test_blender_profile_comes_from_configs(art):
+    from ffexport import specs
+    from ffexport.passes.trt import build_module_engine
+
+    rec = build_module_engine(specs.get("blender"), "fp32", out=art, calib=CALIB)
+    # configs/blender.yaml: batch {1, 1, 8}; trt.dims height [64, 720, 2160], width [64, 1280, 3840], crop 64..512
+    assert rec["profile"]["frame"] == {"min": [1, 3, 64, 64], "opt": [1, 3, 720, 1280], "max": [8, 3, 2160, 3840]}
+    assert rec["profile"]["crop"] == {"min": [1, 3, 64, 64], "opt": [1, 3, 128, 128], "max": [8, 3, 512, 512]}
+    assert rec["profile"]["affine"] == {"min": [1, 2, 3], "opt": [1, 2, 3], "max": [8, 2, 3]}
+    assert rec["notes"] == []
+    again = build_module_engine(specs.get("blender"), "fp32", out=art, calib=CALIB)
+    assert again["engine_cache_hit"] is True and again["sha256"] == rec["sha256"]
+
+
+def test_inspect_without_gpu_reads_the_record(art, capsys):
+    engine = art / "detector" / "fp16.tensorrt_rtx.engine"
+    if not engine.is_file():
+        assert _trt(art, "--module", "detector", "--precision", "fp16") == 0
+    capsys.readouterr()
+    assert main(["inspect", str(engine)]) == 0
+    cap = capsys.readouterr()
+    assert "IO tensors (from the build record)" in cap.out and "[4, 3, 640, 640]" in cap.out
+    assert "no CUDA GPU here" in cap.err and "cannot deserialise an engine without one" in cap.err
+    assert main(["inspect", str(engine), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["deserialized"] is False and info["flavor"] == "tensorrt_rtx"
+    assert info["sha256"] == digest(engine) and info["record"]["profile"]["input"]["max"] == [4, 3, 640, 640]
