@@ -92,7 +92,7 @@ def make_video(path: str | Path, frames: int = 24, size: tuple[int, int] = (240,
             chunk = a_s.codec_context.frame_size or 1024
             for start in range(0, n, chunk):
                 block = samples[start:start + chunk]
-                arr = block[None, :] if not fmt.endswith("p") else block[None, :]
+                arr = block[None, :]  # mono: one plane, planar or packed alike
                 if fmt.startswith("s16"):
                     arr = (arr * 32767).astype(np.int16)
                 af = av.AudioFrame.from_ndarray(np.ascontiguousarray(arr), format=fmt, layout="mono")

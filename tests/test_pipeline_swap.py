@@ -125,6 +125,30 @@ def test_source_embedding_is_cached_by_content(identity):
     identity.set_source(img)
 
 
+def test_face_selection_largest_and_reference(identity):
+    img = astronaut()
+    two = np.zeros((512, 768, 3), np.uint8)
+    two[:, :512], two[128:384, 512:] = img, img[::2, ::2]  # the astronaut, and a half-size copy of her
+    centres = {}
+    try:
+        for mode in ("all", "largest"):
+            identity.faces = mode
+            identity.process_frame(two)
+            centres[mode] = [f["landmarks"][:, 0].mean().item() for f in identity.last_faces]
+        assert len(centres["all"]) == 2 and len(centres["largest"]) == 1 and centres["largest"][0] < 512
+        identity.faces = "reference"
+        identity.set_reference(img)
+        for threshold, expected in ((0.4, 1), (1.01, 0)):
+            identity.reference_threshold = threshold
+            before = identity.stats["faces_swapped"]
+            out = identity.process_frame(img)
+            assert identity.stats["faces_swapped"] - before == expected
+            if not expected:
+                assert np.array_equal(out, img)
+    finally:
+        identity.faces, identity.reference_threshold = "all", 0.4
+
+
 # --- videos ------------------------------------------------------------------------------
 
 def _same_streams(src, dst, stats):
@@ -152,12 +176,16 @@ def test_swap_video(backend, media, artifacts, tmp_path):
 
 
 def test_identity_round_trip_video(identity, media, tmp_path):
+    a, _ = read_video(media["video"])
+    # the pipeline alone (no codec): only the crop resampling round trip inside the masks
+    frames = identity.process_frames(a)
+    assert min(psnr(x, y) for x, y in zip(a, frames)) > 40
     dst = tmp_path / "identity.mp4"
     stats = identity.process_video(media["video"], dst, progress=False)
     a, b = _same_streams(media["video"], dst, stats)
     assert stats["faces_swapped"] == 24
     worst = min(psnr(x, y) for x, y in zip(a, b))
-    assert worst > 35, worst
+    assert worst > 35, worst  # x264 at the default CRF 18 dominates: a plain re-encode gives ~36.7 dB
 
 
 def test_video_without_faces_passes_through(identity, media, tmp_path):
@@ -189,7 +217,7 @@ def test_cli_swap_image_and_video(capsys, media, artifacts, tmp_path):
     assert code == 0, err
     assert "swapped 8 face(s) in 8/8 frame(s)" in out
     code, out, err = _cli(capsys, "--source", media["face_jpg"], "--target", media["noface"],
-                          "--output", tmp_path / "n.jpg", *common)
+                          "--output", tmp_path / "n.jpg", *common, "--generator", "identity")
     assert code == 0 and err == [f"note: no face found in {media['noface']}: written unchanged"], err
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import shutil
 
 import numpy as np
@@ -80,6 +79,29 @@ def test_roi_paste_equals_full_frame_blend():
     assert (work != expected).float().mean() < 1e-3
     changed = (work != frame).any(1)[0]
     assert changed.sum() > 1000  # both faces were pasted
+
+
+def test_rois_cover_the_mask_and_respect_the_minimum_size():
+    from ffexport.models.blender import box_mask, warp_crop
+    from ffexport.pipeline.pipeline import MIN_ROI, mask_rois
+
+    mask = (0.3, 0.1, 0.0, 0.05, 0.0)
+    # a tiny face near the border, a large rotated one, one half outside the frame, one fully outside
+    affine = torch.tensor([[[0.2, 0.0, 2.0], [0.0, 0.2, 3.0]],
+                           [[1.5, -0.4, 80.0], [0.4, 1.5, 40.0]],
+                           [[1.0, 0.0, -60.0], [0.0, 1.0, 150.0]],
+                           [[1.0, 0.0, 900.0], [0.0, 1.0, 900.0]]])
+    h, w = 300, 400
+    rois = mask_rois(affine, 128, mask, h, w)
+    _, xc, yc = warp_crop(torch.zeros(4, 3, 128, 128), affine, h, w)
+    m = box_mask(xc, yc, 128, 128, torch.tensor([mask] * 4))
+    for f, (x0, y0, x1, y1) in enumerate(rois[:3]):
+        assert x1 - x0 >= MIN_ROI and y1 - y0 >= MIN_ROI and 0 <= x0 and x1 <= w and 0 <= y0 and y1 <= h
+        inside = torch.zeros(h, w, dtype=torch.bool)
+        inside[y0:y1, x0:x1] = True
+        assert m[f][~inside].max() == 0 and m[f][inside].max() > 0
+    x0, y0, x1, y1 = rois[3]
+    assert x1 <= x0 or y1 <= y0  # outside the frame: nothing to paste
 
 
 # --- artifacts and contracts ---------------------------------------------------------------
@@ -200,3 +222,13 @@ def test_failure_mid_video_leaves_no_output(tmp_path):
         transcode(src, dst, explode, batch=2, progress=False)
     assert not dst.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+def test_encoder_failure_is_one_line_and_leaves_no_output(tmp_path):
+    from ffexport.pipeline.video import transcode
+
+    src = make_video(tmp_path / "in.mp4", frames=6, audio=False)
+    with pytest.raises(MediaError) as err:
+        transcode(src, tmp_path / "out" / "o.mp4", lambda frames: frames, progress=False, preset="bogus")
+    assert str(err.value).startswith(f"encoding {tmp_path / 'out' / 'o.mp4'} failed") and "\n" not in str(err.value)
+    assert list((tmp_path / "out").iterdir()) == []

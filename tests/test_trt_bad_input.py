@@ -247,3 +247,12 @@ def test_no_gpu_is_one_honest_line(built):
     with pytest.raises(RuntimeUnavailableError, match="run on a CUDA GPU; use device 'cuda'"):
         TrtRunner(engine, device="cpu").activate()
     shutil.rmtree(engine.parent)
+
+
+def test_several_modules_report_every_failure_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["trt", "--module", "blender,encoder", "--precision", "int8", "--out", str(tmp_path / "o")]) == 1
+    cap = capsys.readouterr()
+    lines = [ln for ln in cap.err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: 2 of 2 int8 engines failed; blender/box-feather: "), cap.err
+    assert "(+1 more, see the table)" in lines[0] and cap.out.count("FAILED") == 2

@@ -24,9 +24,12 @@ CALIB = REPO / "calibration"
 ONNX_FOR = {"fp32": "fp32.sim.onnx", "fp16": "fp16.onnx", "int8": "int8.onnx"}
 
 
+ENCODER = ["--module", "encoder", "--variant", "iresnet18"]  # the real iResNet-18: 96 MB of FP32 weights
+
+
 @pytest.fixture(scope="module")
-def art(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("trt_build")
+def art(session_artifacts) -> Path:
+    return session_artifacts  # the upstream ONNX artifacts are shared with the other tests
 
 
 def _trt(art: Path, *args: str) -> int:
@@ -48,11 +51,9 @@ def test_build_each_precision(art, precision, capsys):
     import onnx
     import tensorrt_rtx
 
-    assert _trt(art, "--module", "detector", "--precision", precision) == 0
-    out = capsys.readouterr().out
-    folder = art / "detector"
+    assert _trt(art, *ENCODER, "--precision", precision, "--force") == 0
+    folder = art / "encoder.iresnet18"
     engine = folder / f"{precision}.tensorrt_rtx.engine"
-    assert engine.name in out and "built" in out
     data = engine.read_bytes()
     assert data[:4] == b"vtrt", "not a TensorRT-RTX plan"
     rec = _record(folder, engine.name)
@@ -73,13 +74,11 @@ def test_build_each_precision(art, precision, capsys):
     if precision == "fp16":
         m = onnx.load(str(onnx_path), load_external_data=False)
         assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in m.graph.initializer)
-    # profile: configs/detector.yaml's batch {min 1, opt 1, max 4}; the 640x640 frame is fixed
-    assert rec["profile"] == {"input": {"min": [1, 3, 640, 640], "opt": [1, 3, 640, 640], "max": [4, 3, 640, 640]}}
+    # profile: configs/encoder.yaml's batch {min 1, opt 1, max 8}; the 112x112 crop is fixed
+    assert rec["profile"] == {"input": {"min": [1, 3, 112, 112], "opt": [1, 3, 112, 112], "max": [8, 3, 112, 112]}}
     ins = {t["name"]: t for t in rec["io"]["inputs"]}
-    assert ins["input"]["shape"] == [-1, 3, 640, 640] and ins["input"]["profile"] == rec["profile"]["input"]
-    from ffexport import specs
-
-    assert [t["name"] for t in rec["io"]["outputs"]] == specs.get("detector").output_names
+    assert ins["input"]["shape"] == [-1, 3, 112, 112] and ins["input"]["profile"] == rec["profile"]["input"]
+    assert rec["io"]["outputs"] == [{"name": "embedding", "dtype": "float", "shape": [-1, 512]}]
     # TensorRT for RTX has no timing cache to persist: the record says so and no file pretends otherwise
     assert rec["timing_cache_hit"] is None and rec["timing_cache"]["used"] is False
     assert "ignores timing caches" in rec["timing_cache"]["reason"]
@@ -87,34 +86,33 @@ def test_build_each_precision(art, precision, capsys):
 
 
 def test_second_run_is_a_cache_hit(art, capsys):
-    engine = art / "detector" / "int8.tensorrt_rtx.engine"
-    if not engine.is_file():
-        assert _trt(art, "--module", "detector", "--precision", "int8") == 0
+    engine = art / "encoder.iresnet18" / "int8.tensorrt_rtx.engine"
+    assert _trt(art, *ENCODER, "--precision", "int8") == 0
     before = (digest(engine), engine.stat().st_mtime_ns)
     capsys.readouterr()
-    assert _trt(art, "--module", "detector", "--precision", "int8") == 0
-    assert "engine hit (skipped)" in capsys.readouterr().out
-    assert (digest(engine), engine.stat().st_mtime_ns) == before
+    assert _trt(art, *ENCODER, "--precision", "int8") == 0
+    assert (digest(engine), engine.stat().st_mtime_ns) == before, "the second run rebuilt the engine"
+    from ffexport import specs
+    from ffexport.passes.trt import build_module_engine
+
+    rec = build_module_engine(specs.get("encoder", "iresnet18"), "int8", out=art, calib=CALIB)
+    assert rec["engine_cache_hit"] is True and rec["sha256"] == before[0]
 
 
 def test_changed_key_rebuilds_and_force_rebuilds(art, capsys):
-    engine = art / "detector" / "fp32.tensorrt_rtx.engine"
-    if not engine.is_file():
-        assert _trt(art, "--module", "detector", "--precision", "fp32") == 0
+    engine = art / "encoder.iresnet18" / "fp32.tensorrt_rtx.engine"
+    assert _trt(art, *ENCODER, "--precision", "fp32") == 0
     first = _record(engine.parent, engine.name)
-    assert _trt(art, "--module", "detector", "--precision", "fp32", "--batch", "2:3:6") == 0
+    assert _trt(art, *ENCODER, "--precision", "fp32", "--batch", "2:3:6") == 0
     rec = _record(engine.parent, engine.name)
-    assert rec["profile"]["input"] == {"min": [2, 3, 640, 640], "opt": [3, 3, 640, 640], "max": [6, 3, 640, 640]}
+    assert rec["profile"]["input"] == {"min": [2, 3, 112, 112], "opt": [3, 3, 112, 112], "max": [6, 3, 112, 112]}
     assert rec["key"] != first["key"] and rec["sha256"] != first["sha256"]
-    assert _trt(art, "--module", "detector", "--precision", "fp32", "--batch", "2:3:6",
-                "--target-cc", "8.6,12.0") == 0
+    assert _trt(art, *ENCODER, "--precision", "fp32", "--batch", "2:3:6", "--target-cc", "8.6,12.0") == 0
     rec2 = _record(engine.parent, engine.name)
     assert rec2["target_cc"] == ["8.6", "12.0"] and rec2["key"]["target_cc"] == ["8.6", "12.0"]
-    capsys.readouterr()
-    assert _trt(art, "--module", "detector", "--precision", "fp32", "--batch", "2:3:6",
-                "--target-cc", "8.6,12.0", "--force") == 0
-    assert "engine hit" not in capsys.readouterr().out
-    assert _record(engine.parent, engine.name)["created_utc"] >= rec2["created_utc"]
+    mtime = engine.stat().st_mtime_ns
+    assert _trt(art, *ENCODER, "--precision", "fp32", "--batch", "2:3:6", "--target-cc", "8.6,12.0", "--force") == 0
+    assert engine.stat().st_mtime_ns > mtime, "--force did not rebuild"
 
 
 def test_blender_profile_comes_from_configs(art):
@@ -132,15 +130,14 @@ def test_blender_profile_comes_from_configs(art):
 
 
 def test_inspect_without_gpu_reads_the_record(art, capsys):
-    engine = art / "detector" / "fp16.tensorrt_rtx.engine"
-    if not engine.is_file():
-        assert _trt(art, "--module", "detector", "--precision", "fp16") == 0
+    engine = art / "encoder.iresnet18" / "fp16.tensorrt_rtx.engine"
+    assert _trt(art, *ENCODER, "--precision", "fp16") == 0
     capsys.readouterr()
     assert main(["inspect", str(engine)]) == 0
     cap = capsys.readouterr()
-    assert "IO tensors (from the build record)" in cap.out and "[4, 3, 640, 640]" in cap.out
+    assert "IO tensors" in cap.out and "build record" in cap.out and "embedding" in cap.out  # a table: may wrap
     assert "no CUDA GPU here" in cap.err and "cannot deserialise an engine without one" in cap.err
     assert main(["inspect", str(engine), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["deserialized"] is False and info["flavor"] == "tensorrt_rtx"
-    assert info["sha256"] == digest(engine) and info["record"]["profile"]["input"]["max"] == [4, 3, 640, 640]
+    assert info["sha256"] == digest(engine) and info["record"]["profile"]["input"]["max"] == [8, 3, 112, 112]

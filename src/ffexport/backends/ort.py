@@ -125,12 +125,10 @@ class OrtRunner(Runner):
             binding.bind_output(n, "cuda", dev.index or 0, _np_dtype(o.dtype), shape, o.data_ptr())
             outs[n] = o
         self.sess.run_with_iobinding(binding)
-        if late:  # data-dependent output shapes: ORT allocated them; take them over via DLPack when possible
+        if late:  # shapes not derivable from the inputs: ORT allocated them on the device; take them over
             values = dict(zip(self.output_names, binding.get_outputs()))
             for n in late:
-                v = values[n]
-                outs[n] = (torch.from_dlpack(v.to_dlpack()) if hasattr(v, "to_dlpack")
-                           else torch.from_numpy(v.numpy()).to(dev))
+                outs[n] = _ortvalue_to_torch(values[n], dev)
         return {n: outs[n] for n in self.output_names}
 
     def deactivate_impl(self) -> None:
@@ -141,6 +139,18 @@ class OrtRunner(Runner):
         if self.sess is not None:
             d["providers"] = self.sess.get_providers()
         return d
+
+
+def _ortvalue_to_torch(value, dev):
+    """Zero-copy via DLPack (the pybind OrtValue implements it); a host copy only as a last resort."""
+    torch = require("torch")
+    c = value._get_c_value() if hasattr(value, "_get_c_value") else value
+    if hasattr(c, "__dlpack__"):
+        try:
+            return torch.from_dlpack(c)
+        except (RuntimeError, TypeError, BufferError):
+            pass
+    return torch.from_numpy(value.numpy()).to(dev)
 
 
 def _np_dtype(torch_dtype):

@@ -260,8 +260,8 @@ class TrtRunner(Runner):
             else:
                 ctx.device_memory = self._workspace.data_ptr()
         if ctx is None:
-            raise ModelLoadError(f"{self.flavor.label if self.flavor else 'TensorRT'} could not create an execution "
-                                 f"context for {self.path}: {self._logger.errors()[:1]}")
+            why = (self._logger.errors() or ["no reason given"])[0]
+            raise ModelLoadError(f"{self.flavor.label} could not create an execution context for {self.path}: {why}")
         return ctx
 
     def deactivate_impl(self) -> None:
@@ -281,18 +281,20 @@ class TrtRunner(Runner):
             raise InputSpecError(f"{self.name}: input {name!r} has shape {list(shape)}, outside the engine's "
                                  f"profile min {p['min']} .. max {p['max']}; rebuild with a wider --batch/--dim")
 
-    def _bind(self, torch, feeds: Mapping) -> tuple[dict, dict]:
+    def _bind(self, torch, feeds: Mapping, own: bool = False) -> tuple[dict, dict]:
+        """Set shapes and addresses; ``own`` binds copies of the inputs (a graph's static buffers), never the
+        caller's tensors."""
         ctx = self._ctx
         inputs = {}
         for n in self.input_names:
             t = feeds[n].to(self._dev, non_blocking=True)
             if t.dtype != self._dtype[n]:
                 t = t.to(self._dtype[n])
-            t = t.contiguous()
+            t = t.clone(memory_format=torch.contiguous_format) if own else t.contiguous()
             self._check_profile(n, tuple(t.shape))
             if not ctx.set_input_shape(n, tuple(t.shape)):
-                raise InputSpecError(f"{self.name}: the engine rejected shape {list(t.shape)} for input {n!r}: "
-                                     f"{self._logger.errors()[:1]}")
+                why = (self._logger.errors() or ["no reason given"])[0]
+                raise InputSpecError(f"{self.name}: the engine rejected shape {list(t.shape)} for input {n!r}: {why}")
             ctx.set_tensor_address(n, t.data_ptr())
             inputs[n] = t
         outputs = {}
@@ -329,7 +331,7 @@ class TrtRunner(Runner):
             stream = torch.cuda.current_stream(self._dev)
             if self._graph is None or self._graph_key != key:
                 self._graph = None
-                inputs, outputs = self._bind(torch, feeds)  # static buffers: the graph reads and writes these
+                inputs, outputs = self._bind(torch, feeds, own=True)  # static buffers the graph reads and writes
                 self._execute(stream.cuda_stream)  # warm-up outside capture: shape-dependent setup happens here
                 stream.synchronize()
                 if hasattr(self._ctx, "is_stream_capturable") and not self._ctx.is_stream_capturable(stream.cuda_stream):

@@ -20,7 +20,9 @@ MODULE_HELP = "module name, comma-separated names, or 'all' (see `ffexport modul
 def one_line_warnings() -> Iterator[None]:
     """Show warnings raised inside as single 'warning:' lines on stderr."""
     def show(message, category, filename, lineno, file=None, line=None):
-        err_console.print(f"[yellow]warning:[/] {message}")
+        from rich.markup import escape
+
+        err_console.print(f"[yellow]warning:[/] {escape(str(message))}", soft_wrap=True)
 
     with warnings.catch_warnings():
         warnings.simplefilter("default")

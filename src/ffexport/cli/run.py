@@ -46,15 +46,15 @@ def register(app: typer.Typer) -> None:
                 spec = resolve_spec(name)
                 for precision in wanted:
                     bar.update(task, description=f"{spec.key} {precision}")
-                    onnx_path = optimize(spec, precision, out=out, calib=calib if precision == "int8" else None,
-                                         force=force, progress=lambda m: bar.update(task, status=m))
+                    optimize(spec, precision, out=out, calib=calib if precision == "int8" else None,
+                             force=force, progress=lambda m: bar.update(task, status=m))
                     bar.advance(task)
                     if build_trt:
-                        from ..passes.trt import build_engine
+                        from ..passes.trt import build_module_engine
 
                         bar.update(task, description=f"{spec.key} {precision} TensorRT")
-                        build_engine(onnx_path, spec, precision=precision, out_dir=out, force=force,
-                                     progress=lambda m: bar.update(task, status=m))
+                        build_module_engine(spec, precision, out=out, calib=calib, force=force,
+                                            progress=lambda m: bar.update(task, status=m))
                         bar.advance(task)
         if not build_trt:
             err_console.print("[yellow]note:[/] no TensorRT builder installed: engines skipped "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 import typer
 
@@ -12,6 +12,7 @@ from ..errors import InputSpecError
 from .common import OUT_HELP, console, err_console, one_line_warnings, rel
 
 BACKENDS = ("torch", "ort", "trt")
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -81,7 +82,9 @@ def register(app: typer.Typer) -> None:
         batch: int = typer.Option(1, "--batch", help="frames per GPU batch"),
         blend: str = typer.Option("box", "--blend", help="box (feathered box mask) | poisson (gradient-domain)"),
         mask: str = typer.Option("0.3,0,0,0,0", "--mask", help="blur,pad_top,pad_right,pad_bottom,pad_left"),
-        min_face: float = typer.Option(20.0, "--min-face", help="smallest face to detect, pixels (MTCNN)"),
+        min_face: float = typer.Option(20.0, "--min-face", help="smallest face to detect, pixels of the detection image (MTCNN)"),
+        detect_max_side: int = typer.Option(1280, "--detect-max-side",
+                                            help="MTCNN detects larger frames on a copy scaled to this long side"),
         out: Path = typer.Option(Path("artifacts"), "--out", help=OUT_HELP),
         no_build: bool = typer.Option(False, "--no-build", help="fail instead of building missing artifacts"),
         crf: int = typer.Option(18, "--crf", help="video quality (x264/VP9 CRF; lower is better)"),
@@ -102,6 +105,8 @@ def register(app: typer.Typer) -> None:
                 raise InputSpecError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
             if batch < 1:
                 raise InputSpecError(f"--batch must be a positive integer, got {batch}")
+            if preset not in X264_PRESETS:
+                raise InputSpecError(f"unknown --preset {preset!r}; valid: {', '.join(X264_PRESETS)}")
             face_mode, reference = _faces(faces)
             stage_backends, stage_precisions = _stage_choices(stages)
             if is_image_path(target) != is_image_path(output):
@@ -125,7 +130,8 @@ def register(app: typer.Typer) -> None:
                             generator=generator, enhance=enhance, landmarks68=landmarks68, faces=face_mode,
                             detector=detector, checkpoints=_pairs(checkpoints, "--checkpoint", "PATH"), out=out,
                             batch=batch, blend=blend, mask=_mask(mask), variants=_pairs(variants, "--variant", "VARIANT"),
-                            build_missing=not no_build, timing=timing, min_face=min_face, say=say)
+                            build_missing=not no_build, timing=timing, min_face=min_face,
+                            detect_max_side=detect_max_side, say=say)
             with pipe:
                 pipe.set_source(source)
                 if reference is not None:

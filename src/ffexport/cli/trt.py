@@ -81,7 +81,10 @@ def register(app: typer.Typer) -> None:
 
 def build_modules(selector: str, precision: str, *, variant=None, calib=None, out=Path("artifacts"), cache_dir=None,
                   config_dir=None, **opts) -> list:
+    """Build each selected module's engine; with several, a failing module does not stop the others: the
+    table shows it and the command still ends with one error line and exit 1."""
     from ..config import resolve_spec
+    from ..errors import FFExportError
     from ..manifest import artifact_dir
     from ..passes.trt import build_module_engine
     from .common import select_modules
@@ -90,15 +93,27 @@ def build_modules(selector: str, precision: str, *, variant=None, calib=None, ou
     if len(names) > 1 and variant:
         raise InputSpecError("--variant applies to one module; name it with --module")
     specs = [resolve_spec(n, variant, None, config_dir) for n in names]
-    rows = []
+    rows, failed = [], []
     with progress() as bar:
         task = bar.add_task("trt", total=len(specs), status="")
         for spec in specs:
             bar.update(task, description=f"trt {spec.key} {precision}")
-            rec = build_module_engine(spec, precision, out=out, calib=calib, cache_dir=cache_dir, config_dir=config_dir,
-                                      progress=lambda m: bar.update(task, status=m), **opts)
-            rows.append((spec.key, artifact_dir(out, spec) / rec["file"], rec))
+            try:
+                rec = build_module_engine(spec, precision, out=out, calib=calib, cache_dir=cache_dir,
+                                          config_dir=config_dir, progress=lambda m: bar.update(task, status=m), **opts)
+            except FFExportError as exc:
+                if len(specs) == 1:
+                    raise
+                failed.append((spec.key, exc))
+                rows.append((spec.key, None, {"error": str(exc)}))
+            else:
+                rows.append((spec.key, artifact_dir(out, spec) / rec["file"], rec))
             bar.advance(task)
+    if failed:
+        _table(rows)
+        key, exc = failed[0]
+        more = f" (+{len(failed) - 1} more, see the table)" if len(failed) > 1 else ""
+        raise FFExportError(f"{len(failed)} of {len(specs)} {precision} engines failed; {key}: {exc}{more}")
     return rows
 
 
@@ -136,6 +151,9 @@ def _table(rows) -> None:
     for col in ("module", "engine", "runtime", "target cc", "profile", "size", "build s", "cache"):
         t.add_column(col, overflow="fold")
     for key, path, rec in rows:
+        if "error" in rec:
+            t.add_row(key, "-", "-", "-", "-", "-", "-", f"FAILED: {rec['error']}")
+            continue
         tc = rec.get("timing_cache") or {}
         cache = "engine hit (skipped)" if rec.get("engine_cache_hit") else "built"
         if tc.get("used") and not rec.get("engine_cache_hit"):
@@ -145,7 +163,7 @@ def _table(rows) -> None:
                   f"{rec['build_time_s']:.1f}", cache)
     console.print(t)
     for _key, _path, rec in rows:
-        for note in rec.get("notes") or ():
+        for note in rec.get("notes") or ():  # failed rows have none
             err_console.print(f"[yellow]note:[/] {rec['file']}: {note}", soft_wrap=True)
 
 

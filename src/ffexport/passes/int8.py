@@ -39,7 +39,7 @@ from ..fsutil import atomic_path
 from . import graph, sensitivity
 
 METHODS = ("minmax", "entropy", "percentile")
-MAX_ROUNDS = 6
+MAX_ROUNDS = 8  # 1 + 2 + ... + 128 = 255 nodes at most
 PROFILE_FEEDS = 2
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # The extra options that give TensorRT's Q/DQ form (see the module docstring).
@@ -76,6 +76,7 @@ class _Chunk:
 
     def __init__(self, first, reader, size: int):
         self.first, self.reader, self.left = first, reader, size
+        self.given = 0
 
     def get_next(self):
         if self.left <= 0:
@@ -83,8 +84,10 @@ class _Chunk:
         self.left -= 1
         if self.first is not None:
             item, self.first = self.first, None
-            return item
-        return self.reader.get_next()
+        else:
+            item = self.reader.get_next()
+        self.given += item is not None
+        return item
 
     def __iter__(self):  # some calibrators iterate the reader
         return iter(self.get_next, None)
@@ -111,7 +114,7 @@ def calibrate(model_path: Path, reader, method: str, op_types: Sequence[str] | N
                 break
             part = _Chunk(first, reader, chunk)
             calibrator.collect_data(part)
-            n += chunk - part.left
+            n += part.given
             say(f"calibrated on {n} samples")
         if n == 0:
             raise CalibrationError("no calibration samples could be built")
@@ -156,6 +159,47 @@ def _quantize(pre: Path, out: Path, cache: Path, method: str, exclude: set[str],
                            extra_options=dict(extra), calibration_cache_path=str(cache))
     finally:
         logger.setLevel(level)
+
+
+def unquantize_inputs(qmodel, nodes: set[str]) -> int:
+    """Make ``nodes`` read float tensors: rewire each input that comes through Q -> DQ to the tensor the
+    Q reads, then drop Q/DQ nodes left without consumers.  Returns the number of inputs rewired.
+
+    onnxruntime's quantizer skips an excluded node's weights and output, but wires *every* consumer of
+    a quantized tensor to its DequantizeLinear, so without this an excluded node still computes on
+    INT8-rounded inputs and excluding it barely changes the error."""
+    producer = {o: n for n in qmodel.graph.node for o in n.output}
+    rewired = 0
+    for n in qmodel.graph.node:
+        if n.name not in nodes:
+            continue
+        for k, name in enumerate(n.input):
+            dq = producer.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = producer.get(dq.input[0])
+            if q is None or q.op_type != "QuantizeLinear":
+                continue
+            n.input[k] = q.input[0]
+            rewired += 1
+    if rewired:
+        _drop_dead_qdq(qmodel)
+    return rewired
+
+
+def _drop_dead_qdq(model) -> None:
+    outputs = {o.name for o in model.graph.output}
+    while True:
+        used = {i for n in model.graph.node for i in n.input} | outputs
+        dead = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            model.graph.node.remove(n)
+    used = {i for n in model.graph.node for i in n.input}
+    for init in [i for i in model.graph.initializer if i.name not in used]:
+        model.graph.initializer.remove(init)
 
 
 def quantized_nodes(qmodel, names: set[str]) -> set[str]:
@@ -218,6 +262,7 @@ def int8(src: str | Path, dst: str | Path, judge, reader_factory: Callable[[Sequ
                 q = work / f"q{rnd}.onnx"
                 _quantize(pre, q, cache, method, set(excluded), op_types, extra)
                 qmodel = onnx.load(str(q))
+                unquantize_inputs(qmodel, set(excluded))
                 lost = graph.dynamic_axes_lost(model, qmodel, judge.spec)
                 if lost:
                     raise ModelLoadError(f"INT8 quantization of {src.name} fixed the dynamic axes {', '.join(lost)}")
@@ -232,7 +277,7 @@ def int8(src: str | Path, dst: str | Path, judge, reader_factory: Callable[[Sequ
                                                       ("vs_torch", parity["vs_torch"])) if v}})
                 if parity["passed"]:
                     break
-                live = quantized_nodes(qmodel, names)
+                live = quantized_nodes(qmodel, names) - set(excluded)
                 ranked = [] if rnd == MAX_ROUNDS else sensitivity.rank_nodes(
                     pre_model, qmodel, judge.feeds[:PROFILE_FEEDS], live)
                 if not ranked:

@@ -176,6 +176,7 @@ class Run:
             results.append(self.export(force="export" in force))
             parent = self.target.fp32
         else:
+            self.prepare()
             parent = self.target.fp32
         if simplify_first:
             results.append(self.simplify(parent, force="simplify" in force))
@@ -186,6 +187,15 @@ class Run:
             results.append(self.int8(parent, force="int8" in force, method=method, exclude=exclude))
         return results[-1].path
 
+    def prepare(self) -> None:
+        """For an ONNX given with --onnx: compare it with the torch model only if it still matches it."""
+        if self.target.source is None:
+            return
+        check = self.judge().root_matches_torch()
+        if check is not None and not check["passed"]:
+            self.judge().drop_torch(f"no torch reference: {self.target.fp32.name} no longer matches the torch "
+                                    "model (its code or weights changed since the export)")
+
     def export(self, force: bool = False) -> StepResult:
         from ..export.onnx import export_module
 
@@ -193,10 +203,18 @@ class Run:
         rec = t.export_record()
         if (not force and rec and t.fp32.is_file() and sha256_file(t.fp32) == rec.get("sha256")
                 and rec.get("key", {}).get("opset") == self.spec.opset):
-            self.say("export: up to date, skipped")
-            return StepResult("export", t.fp32, rec, True)
-        self.say("export: exporting torch -> ONNX")
+            check = self.judge().root_matches_torch()
+            if check is None or check["passed"]:
+                self.say("export: up to date, skipped")
+                return StepResult("export", t.fp32, rec, True)
+            self.say(f"export: {t.fp32.name} no longer matches the torch model (its code or weights changed): "
+                     "exporting again")
+        else:
+            self.say("export: exporting torch -> ONNX")
         res = export_module(self.spec, t.out, force=True, progress=self._say)
+        if self._judge is not None:
+            self._judge.reset_torch()
+            self._judge.forget(t.fp32)
         return StepResult("export", res.path, res.record, False)
 
     def _skip(self, name: str, key: dict, force: bool) -> StepResult | None:

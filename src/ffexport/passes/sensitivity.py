@@ -85,12 +85,16 @@ class NodeScore:
     score: float  # share of the node's output error that the node itself adds (1 = all of it)
     error_out: float
     error_in: float
+    graph_order: int = 0  # > 0: ranked by position in the graph, not by measured error
 
     @property
     def added(self) -> float:
         return self.error_out - self.error_in
 
     def detail(self) -> str:
+        if self.graph_order:
+            return (f"adds no error of its own that stands out (outputs {self.error_out:.3g}, inputs "
+                    f"{self.error_in:.3g}); taken in graph order, as early errors grow most downstream")
         if math.isinf(self.error_out):
             return f"outputs turned inf/NaN (inputs' relative error {self.error_in:.2g})"
         return (f"adds {self.added:.3g} relative error itself, {self.score:.0%} of its outputs' "
@@ -98,7 +102,7 @@ class NodeScore:
 
 
 def rank_nodes(parent, candidate, feeds: Sequence[dict], candidates: set[str]) -> list[NodeScore]:
-    """Nodes of ``candidates`` (names of ``parent``'s nodes) that add error, most harmful first.
+    """Nodes of ``candidates`` (names of ``parent``'s nodes), most harmful first.
 
     A node's error reaches the outputs amplified by everything after it, so what
     it costs at the outputs is about ``added / error_out * error_at_outputs``:
@@ -124,4 +128,13 @@ def rank_nodes(parent, candidate, feeds: Sequence[dict], candidates: set[str]) -
         if share > 0:
             scores.append(NodeScore(n.name, n.op_type, share, e_out, e_in))
     scores.sort(key=lambda s: (-s.score, -(s.added if not math.isinf(s.error_out) else 0.0), s.node))
+    # then every other candidate in graph order: where no node stands out, the error is spread
+    # over many layers and amplified downstream, so the earliest layers cost the most
+    listed = {s.node for s in scores}
+    order = 0
+    for n in parent.graph.node:
+        if n.name in candidates and n.name not in listed:
+            order += 1
+            scores.append(NodeScore(n.name, n.op_type, 0.0, max([err.get(o, 0.0) for o in n.output] or [0.0]),
+                                    max([err.get(i, 0.0) for i in n.input if i] or [0.0]), order))
     return scores

@@ -238,7 +238,7 @@ def _build_error(flavor: F.Flavor, logger, onnx_path: Path, precision: str, work
     return f"{flavor.label} cannot build {onnx_path.name} ({precision}): {first}{hint}"
 
 
-def _io_record(trt, network, profile) -> dict:
+def _io_record(network, profile) -> dict:
     def one(t):
         return {"name": t.name, "dtype": t.dtype.name.lower(), "shape": [int(d) for d in t.shape]}
 
@@ -310,7 +310,8 @@ def build_engine(onnx_path: str | Path, spec=None, *, precision: str, out_path: 
         for name, p in profile.items():
             prof.set_shape(name, p["min"], p["opt"], p["max"])
         if config.add_optimization_profile(prof) < 0:
-            raise InputSpecError(f"{fl.label} rejected the optimization profile {profile}: {logger.errors()[:1]}")
+            why = (logger.errors() or ["no reason given"])[0]
+            raise InputSpecError(f"{fl.label} rejected the optimization profile {profile}: {why}")
     if workspace_mb is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
     if opt_level is not None:
@@ -360,7 +361,7 @@ def build_engine(onnx_path: str | Path, spec=None, *, precision: str, out_path: 
                      flavor=fl.name, trt_version=fl.version, target_cc=targets, profile=profile,
                      build_time_s=round(build_s, 3), engine_size=len(data), workspace_mb=workspace_mb,
                      timing_cache_hit=tc_info.get("hit"), timing_cache=tc_info,
-                     io=_io_record(trt, network, profile), notes=notes,
+                     io=_io_record(network, profile), notes=notes,
                      build_host={"gpu": f"{gpu.name} (compute capability {gpu.cc_str})" if gpu else None})
     if spec is not None and "module" not in manifest.data:
         manifest.set_module(spec)

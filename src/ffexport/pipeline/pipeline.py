@@ -35,6 +35,7 @@ DETECTORS = ("auto", "mtcnn", "retinaface")
 STAGE_TIMERS = ("transfer", "detect", "landmarks", "align", "encode", "swap", "enhance", "blend")
 IDENTITY = "identity"
 SOURCE_CACHE = 16
+MIN_ROI = 64  # smallest blender region: the minimum of the blender engines' height/width profile
 
 
 class IdentityGenerator(torch.nn.Module):
@@ -105,8 +106,10 @@ class Pipeline:
     ``module -> name`` (key ``"default"`` for the rest).  ``variants`` picks a
     registered variant per module (e.g. ``{"encoder": "iresnet18"}``);
     ``checkpoints`` maps a module to a state dict.  ``detector="auto"`` uses the
-    trained MTCNN cascade unless a RetinaFace checkpoint is given.
+    trained MTCNN cascade unless a RetinaFace checkpoint is given; it detects
+    frames larger than ``detect_max_side`` on a scaled copy.
     ``generator="identity"`` returns the target crop unchanged (tests).
+    ``timing=True`` accumulates seconds per stage in ``timings`` (GPU synchronised).
     """
 
     def __init__(self, backend: str | Mapping[str, str] = "torch", precision: str | Mapping[str, str] = "fp32",
@@ -116,7 +119,7 @@ class Pipeline:
                  blend: str = "box", mask: Sequence[float] = (0.3, 0.0, 0.0, 0.0, 0.0),
                  variants: Mapping[str, str] | None = None, build_missing: bool = True, timing: bool = False,
                  score_threshold: float | None = None, min_face: float = 20.0, reference_threshold: float = 0.4,
-                 say=None):
+                 detect_max_side: int | None = 1280, config_dir: str | Path | None = None, say=None):
         self.device = check_device(device)
         self.batch = int(batch)
         if self.batch < 1:
@@ -138,6 +141,7 @@ class Pipeline:
         self.reference_threshold = float(reference_threshold)
         self._backend, self._precision = backend, precision
         self._variants = dict(variants or {})
+        self._config_dir = config_dir
         self._out, self._build_missing, self._say = out, build_missing, say or (lambda _m: None)
         self.timing = bool(timing)
         self.timings: dict[str, float] = {}
@@ -156,7 +160,8 @@ class Pipeline:
             self.detector_name = ("retinaface" if "detector" in self.checkpoints else "mtcnn") if detector == "auto" \
                 else detector
             self.detector = FaceDetector(self.detector_name, self._add_stage, self.device,
-                                         score_threshold=score_threshold, min_face=min_face)
+                                         score_threshold=score_threshold, min_face=min_face,
+                                         max_side=detect_max_side)
             if self.landmarks68:
                 self._add_stage("landmarker")
             self._add_stage("encoder")
@@ -187,8 +192,14 @@ class Pipeline:
         # the blender has no weights to quantise: int8 runs it at fp32
         return "fp32" if (module == "blender" and p == "int8") else p
 
+    def _spec(self, module: str, variant: str | None = None):
+        """The module's spec with configs/ applied (the same spec `ffexport onnx` exports)."""
+        from ..config import resolve_spec
+
+        return resolve_spec(module, variant or self._variants.get(module), directory=self._config_dir)
+
     def _add_stage(self, module: str, variant: str | None = None) -> Stage:
-        spec = specs.get(module, variant or self._variants.get(module))
+        spec = self._spec(module, variant)
         stage = make_stage(spec, self.backend_of(module), self.precision_of(module), str(self.device), self._out,
                            checkpoint=self.checkpoints.get(module), build_missing=self._build_missing, say=self._say)
         self.stages[module] = stage
@@ -197,7 +208,7 @@ class Pipeline:
     def _add_identity_generator(self) -> None:
         from ..backends.torch import TorchRunner
 
-        spec = specs.get("generator", self._variants.get("generator"))
+        spec = self._spec("generator")
         runner = TorchRunner(IdentityGenerator(), spec=spec, device=str(self.device), name="identity")
         runner.activate()
         self.stages["generator"] = Stage(spec, runner, "torch", "fp32", "identity (output = target)")
@@ -273,11 +284,6 @@ class Pipeline:
         return torch.nn.functional.normalize(emb.float(), dim=1)
 
     def _largest_face_embedding(self, image, name: str) -> torch.Tensor:
-        if isinstance(image, (str, Path)):
-            from .media import read_image
-
-            name = str(image)
-            image = read_image(image, "source image")
         self._check_frames([image])
         x = self._upload([image]).permute(0, 3, 1, 2).float()
         with self._t("detect"):
@@ -407,12 +413,12 @@ class Pipeline:
             src = self._source.to(self.device)[None].expand(kps.shape[0], -1).contiguous()
             swapped = gen.run({"target": targets01, "source": src})["output"]
             swapped = self._output01(gen, swapped).to(self.device)
+        work = images  # the float copy of the upload: composited in place
+        with self._t("blend"):
             if self.blend_mode == "poisson":
                 from .poisson import poisson_blend
 
                 swapped = poisson_blend(swapped, targets01.clamp(0, 1)).clamp(0, 1)
-        work = images.clone()
-        with self._t("blend"):
             affine = align.invert_affine(M.double()).float()
             self._paste(work, swapped, affine, index)
         if self.enhance:
@@ -504,16 +510,35 @@ def mask_rois(affine: torch.Tensor, crop_size: int, mask: Sequence[float], heigh
     """Per face, the frame region ``(x0, y0, x1, y1)`` outside which its blend mask is zero.
 
     The mask is zero outside the padded box of the crop (``models/blender.py``);
-    its corners go through ``affine`` (crop -> frame), plus a pixel of margin.
+    its corners go through ``affine`` (crop -> frame), plus a pixel of margin;
+    regions are at least ``MIN_ROI`` pixels a side where the frame allows.
     One host sync for all faces.
     """
-    blur, top, right, bottom, left = (float(v) for v in mask)
+    _blur, top, right, bottom, left = (float(v) for v in mask)
     lo_x, hi_x = left * crop_size - 0.5, (1.0 - right) * crop_size - 0.5
     lo_y, hi_y = top * crop_size - 0.5, (1.0 - bottom) * crop_size - 0.5
     corners = affine.new_tensor([[lo_x, lo_y], [hi_x, lo_y], [lo_x, hi_y], [hi_x, hi_y]])
     pts = align.transform_points(corners.expand(affine.shape[0], 4, 2), affine)
     box = torch.cat([torch.floor(pts.amin(1)) - 1, torch.ceil(pts.amax(1)) + 2], 1).tolist()
-    return [(int(max(0, x0)), int(max(0, y0)), int(min(width, x1)), int(min(height, y1))) for x0, y0, x1, y1 in box]
+    rois = []
+    for x0, y0, x1, y1 in box:
+        (ax, bx), (ay, by) = _span(x0, x1, width), _span(y0, y1, height)
+        rois.append((ax, ay, bx, by))
+    return rois
+
+
+def _span(lo: float, hi: float, size: int, min_side: int = MIN_ROI) -> tuple[int, int]:
+    """``[lo, hi)`` clipped to ``[0, size)``, grown to ``min_side`` where the frame allows (engines built for a
+    minimum blender size accept it; the mask is zero on the extra pixels, so the result is the same)."""
+    lo, hi = int(max(0, lo)), int(min(size, hi))
+    if hi <= lo:
+        return lo, hi  # nothing of the face is inside the frame
+    grow = min(min_side, size) - (hi - lo)
+    if grow > 0:
+        lo = max(0, lo - grow // 2)
+        hi = min(size, lo + min_side)
+        lo = max(0, hi - min_side)
+    return lo, hi
 
 
 def paste(work: torch.Tensor, crops01: torch.Tensor, affine: torch.Tensor, index: torch.Tensor, blender: Stage,

@@ -173,7 +173,7 @@ def onnx_artifact(spec, precision: str, out: str | Path = "artifacts", checkpoin
                 raise ArtifactError(f"{path} is missing or older than {fp32.name}; build it with "
                                     f"`ffexport optimize -m {spec.module} --variant {spec.variant} "
                                     f"--precision {precision} --out {out}`")
-            path = _optimize(spec, precision, out, say, force=path.is_file())
+            path = _optimize(spec, precision, out, say)
     check_contract(path, spec, fix=f"re-export it: {_export_cmd(spec, out, checkpoint)}")
     return path
 
@@ -196,7 +196,8 @@ def _derived_is_current(folder: Path, path: Path, depth: int = 0) -> bool:
     return _derived_is_current(folder, folder / pname, depth + 1)
 
 
-def _optimize(spec, precision: str, out, say: Say, force: bool = False) -> Path:
+def _optimize(spec, precision: str, out, say: Say) -> Path:
+    """Run the passes (they skip what is current and rebuild what is stale; INT8 calibrates on ./calibration)."""
     try:
         from ..passes.optimize import optimize
     except ModuleNotFoundError as exc:
@@ -206,7 +207,9 @@ def _optimize(spec, precision: str, out, say: Say, force: bool = False) -> Path:
         raise
     say(f"{spec.key}: building the {precision} ONNX artifact")
     try:
-        return Path(optimize(spec, precision, out=out, force=force, progress=say))
+        return Path(optimize(spec, precision, out=out, progress=say))
+    except ArtifactError:
+        raise
     except FFExportError as exc:
         raise ArtifactError(f"{spec.key}: cannot build the {precision} artifact: {exc}") from exc
 
@@ -239,20 +242,22 @@ def engine_artifact(spec, precision: str, out: str | Path = "artifacts", checkpo
         why = "no" if not found else "no current"
         raise ArtifactError(f"{why} {precision} TensorRT engine in {folder}; build it with "
                             f"`ffexport trt -m {spec.module} --variant {spec.variant} --precision {precision} --out {out}`")
-    onnx_path = onnx_artifact(spec, precision, out, checkpoint, True, say)
+    # the lineage's root must come from the requested weights; the passes make the rest
+    onnx_artifact(spec, "fp32", out, checkpoint, True, say)
     try:
-        from ..passes import trt as trt_pass
+        from ..passes.trt import build_module_engine
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.startswith("ffexport.passes"):
             raise RuntimeUnavailableError("this build has no TensorRT pass; use --backend ort or torch") from exc
         raise
     say(f"{spec.key}: building the {precision} TensorRT engine (one-time, minutes)")
     try:
-        built = trt_pass.build_engine(onnx_path, spec, precision=precision, out_dir=out, force=bool(found),
-                                      progress=say)
+        rec = build_module_engine(spec, precision, out=out, progress=say)
+    except (ArtifactError, RuntimeUnavailableError):
+        raise
     except FFExportError as exc:
         raise ArtifactError(f"{spec.key}: cannot build the {precision} TensorRT engine: {exc}") from exc
-    path = Path(built if not hasattr(built, "path") else built.path)
+    path = folder / rec["file"]
     _check_manifest_contract(folder, spec, path, fix)
     return path
 

@@ -254,15 +254,54 @@ def _add_audio_copy(out, src: Path, suffix: str):
         return out.add_stream_from_template(a)
 
 
-def _progress(total: int | None, enabled: bool, label: str):
+def _progress(enabled: bool):
+    """A rich progress bar on stderr: frames done / total, frames per second, elapsed and remaining time."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    console = Console(stderr=True)
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[fps]} fps"), TimeElapsedColumn(), TimeRemainingColumn(),
-                   console=console, disable=not enabled, transient=False)
-    return bar
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[fps]} fps"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=Console(stderr=True), disable=not enabled, transient=False)
+
+
+def _get(q: queue.Queue, reader: threading.Thread, writer: "_Writer", dst: Path):
+    """The next decoded item; fails at once (instead of waiting forever) when the encoder has failed."""
+    while True:
+        try:
+            return q.get(timeout=0.1)
+        except queue.Empty:
+            if writer.error is not None:
+                raise MediaError(f"encoding {dst} failed: {_first_line(writer.error)}") from writer.error
+            if not reader.is_alive() and q.empty():
+                raise MediaError("the video decoder stopped without finishing")
+
+
+def _batches(q: queue.Queue, reader, writer, src: Path, dst: Path, batch: int):
+    """Lists of up to ``batch`` decoded ``(frame, time)`` items, until the end of the video."""
+    items: list = []
+    while True:
+        item = _get(q, reader, writer, dst)
+        if isinstance(item, _Failure):
+            if isinstance(item.exc, MediaError):
+                raise item.exc
+            raise MediaError(f"decoding {src} failed near frame {writer.frames + len(items)}: "
+                             f"{_first_line(item.exc)}") from item.exc
+        if item is _END:
+            if items:
+                yield items
+            return
+        items.append(item)
+        if len(items) == batch:
+            yield items
+            items = []
+
+
+def _check_results(items: list, results: Sequence[np.ndarray]) -> None:
+    if len(results) != len(items):
+        raise RuntimeError(f"frame function returned {len(results)} frames for {len(items)}")
+    for (arr, _), res in zip(items, results):
+        if res.shape != arr.shape or res.dtype != np.uint8:
+            raise RuntimeError(f"frame function changed a frame from {arr.shape} uint8 to {res.shape} {res.dtype}")
 
 
 # --- the loop ---------------------------------------------------------------------------------
@@ -298,37 +337,14 @@ def transcode(src: str | Path, dst: str | Path, process: ProcessFn, *, batch: in
             writer = _Writer(out, vs, info.fps, src, astream, frames_out, stop)
             reader.start()
             writer.start()
-            with _progress(info.frames, progress, dst.name) as bar:
+            with _progress(progress) as bar:
                 task = bar.add_task(f"swap {src.name}", total=info.frames, fps="-")
-                done = False
-                while not done:
-                    items = []
-                    while len(items) < batch:
-                        item = frames_in.get()
-                        if isinstance(item, _Failure):
-                            exc = item.exc
-                            if isinstance(exc, MediaError):
-                                raise exc
-                            raise MediaError(f"decoding {src} failed at frame {n + len(items)}: "
-                                             f"{_first_line(exc)}") from exc
-                        if item is _END:
-                            done = True
-                            break
-                        items.append(item)
-                    if not items:
-                        break
+                for items in _batches(frames_in, reader, writer, src, dst, batch):
                     results = process([a for a, _ in items])
-                    if len(results) != len(items):
-                        raise RuntimeError(f"frame function returned {len(results)} frames for {len(items)}")
-                    for (arr, t), res in zip(items, results):
-                        if res.shape != arr.shape or res.dtype != np.uint8:
-                            raise RuntimeError(f"frame function changed a frame from {arr.shape} uint8 to "
-                                               f"{res.shape} {res.dtype}")
-                        if not _put(frames_out, (res, t), stop):
-                            break
-                    n += len(items)
-                    if writer.error is not None:
+                    _check_results(items, results)
+                    if not all(_put(frames_out, (res, t), stop) for (_, t), res in zip(items, results)):
                         break
+                    n += len(items)
                     el = time.perf_counter() - t0
                     bar.update(task, advance=len(items), fps=f"{n / el:.1f}" if el > 0 else "-")
             if writer.error is None:
@@ -337,6 +353,8 @@ def transcode(src: str | Path, dst: str | Path, process: ProcessFn, *, batch: in
             if writer.error is not None:
                 raise MediaError(f"encoding {dst} failed: {_first_line(writer.error)}") from writer.error
             out.close()
+            if writer.frames != n:
+                raise MediaError(f"encoding {dst}: {writer.frames} frames written for {n} decoded")
         except BaseException:
             stop.set()
             for th in (reader, writer):

@@ -30,4 +30,4 @@ GFPGAN = register(ModuleSpec(
 ), default=True)
 
 register(replace(GFPGAN, variant="gfpgan-lite", summary="GFPGAN-style restorer at a quarter of the channels (small, for CI and mobile)",
-                 builder_kwargs={"channel_multiplier": 0.5, "size": 512, "narrow": 0.25, "num_style_feat": 256}))
+                 builder_kwargs={"channel_multiplier": 0.5, "size": 512, "narrow": 0.25}))

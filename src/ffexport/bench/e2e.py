@@ -1,0 +1,245 @@
+"""End-to-end benchmark: the reference pipeline and the naive baseline on the same real frames.
+
+Frames are made from the calibration photographs: each frame shows ``faces``
+photographs side by side, each panned and zoomed a little from frame to frame
+(like a camera on a face), scaled to the benchmark resolution (1080p by
+default).  They are made and decoded into memory before any timing; a second
+run takes the same frames from an H.264 file through
+:meth:`~ffexport.pipeline.pipeline.Pipeline.process_video`, so decoding and
+encoding are included.  The source identity is a photograph that is not in the
+frames.
+
+Per run: frames per second over the timed frames (one frame per call, the
+result back on the host), frame latency percentiles, peak device memory, and
+the per-stage breakdown from a separate pass with the pipeline's synchronising
+stage timers (those synchronisations cost a little, so stages add up to a
+little more than an untimed frame).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESOLUTIONS = {"240p": (240, 426), "360p": (360, 640), "480p": (480, 854), "720p": (720, 1280),
+               "1080p": (1080, 1920), "1440p": (1440, 2560), "2160p": (2160, 3840), "4k": (2160, 3840)}
+STAGES = ("detect", "align", "encode", "swap", "enhance", "blend", "transfer")
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    """``1080p`` or ``1920x1080`` -> (height, width)."""
+    from ..errors import InputSpecError
+
+    t = str(text).strip().lower()
+    if t in RESOLUTIONS:
+        return RESOLUTIONS[t]
+    w, sep, h = t.partition("x")
+    if sep and w.isdigit() and h.isdigit() and int(w) >= 32 and int(h) >= 32:
+        return int(h), int(w)
+    raise InputSpecError(f"--resolution {text!r}: use one of {', '.join(RESOLUTIONS)} or WIDTHxHEIGHT (e.g. 1920x1080)")
+
+
+# --- frames -------------------------------------------------------------------------------------
+
+def photographs(calib: str | Path | None):
+    """The un-augmented face photographs of ``calib`` (all of them if none is marked), or the built-in face."""
+    import warnings
+
+    from ..faces import FaceDataWarning, builtin_face, load_face_folder
+
+    if calib is None:
+        return [builtin_face()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FaceDataWarning)
+        faces = load_face_folder(calib, min_images=1)
+    base = [f for f in faces if "_aug" not in Path(f.path).stem]
+    return sorted(base or faces, key=lambda f: Path(f.path).name)
+
+
+def cast(calib, faces_per_frame: int):
+    """(target photographs, source photograph): the source is the last photograph, never a target."""
+    photos = photographs(calib)
+    source = photos[-1]
+    targets = photos[:-1] or photos
+    return [targets[i % len(targets)] for i in range(max(1, faces_per_frame))], source
+
+
+def _view(face, t: float, hw: tuple[int, int]) -> np.ndarray:
+    """Frame ``t`` in [0, 1) of a slow pan and zoom loop over ``face`` (its face kept in view), resized to ``hw``."""
+    import cv2
+
+    H, W = face.size
+    h, w = hw
+    aspect = w / h
+    x0, y0, x1, y1 = (float(v) for v in face.box)
+    fw, fh = x1 - x0, y1 - y0
+    zoom = 1.0 + 0.25 * (0.5 - 0.5 * math.cos(2 * math.pi * t))
+    ch = min(H, W / aspect) / zoom
+    ch = min(max(ch, 1.6 * fh, 1.6 * fw / aspect), H, W / aspect)
+    cw = ch * aspect
+    cx = (x0 + x1) / 2 + 0.12 * cw * math.sin(2 * math.pi * t)
+    cy = (y0 + y1) / 2 + 0.06 * ch * math.cos(2 * math.pi * t)
+    cx = min(max(cx, cw / 2), W - cw / 2)
+    cy = min(max(cy, ch / 2), H - ch / 2)
+    # crop box (cx +- cw/2, cy +- ch/2) -> output pixels, as one affine map (sub-pixel pan, no jitter)
+    sx, sy = w / cw, h / ch
+    M = np.array([[sx, 0.0, (0.5 - (cx - cw / 2)) * sx - 0.5], [0.0, sy, (0.5 - (cy - ch / 2)) * sy - 0.5]])
+    return cv2.warpAffine(face.rgb, M, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+
+
+def make_frames(targets, n: int, hw: tuple[int, int]) -> list[np.ndarray]:
+    """``n`` RGB uint8 frames of size ``hw``, ``len(targets)`` faces side by side in each."""
+    h, w = hw
+    k = len(targets)
+    edges = [round(i * w / k) for i in range(k + 1)]
+    frames = []
+    for i in range(n):
+        t = i / n
+        tiles = [_view(face, (t + j / k) % 1.0, (h, edges[j + 1] - edges[j])) for j, face in enumerate(targets)]
+        frames.append(np.ascontiguousarray(np.concatenate(tiles, axis=1)))
+    return frames
+
+
+def write_video(frames: list[np.ndarray], path: str | Path, fps: int = 30) -> Path:
+    """An H.264 mp4 of ``frames`` (PyAV), written atomically."""
+    from fractions import Fraction
+
+    from .._lazy import require
+    from ..fsutil import atomic_path
+
+    av = require("av", "the decode/encode-included pipeline benchmark")
+    path = Path(path)
+    h, w = frames[0].shape[:2]
+    with atomic_path(path) as tmp:
+        with av.open(str(tmp), "w", format="mp4") as out:
+            vs = out.add_stream("libx264", rate=fps)
+            vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+            vs.options = {"crf": "18", "preset": "veryfast"}
+            for i, arr in enumerate(frames):
+                f = av.VideoFrame.from_ndarray(arr, format="rgb24")
+                f.pts, f.time_base = i, Fraction(1, fps)
+                out.mux(vs.encode(f))
+            out.mux(vs.encode())
+    return path
+
+
+def frame_set(cfg: dict):
+    """(frames, source image) of a run, identical in every process of the same benchmark."""
+    targets, source = cast(cfg.get("calib"), int(cfg.get("faces", 1)))
+    return make_frames(targets, int(cfg["frames"]), tuple(cfg["hw"])), source.rgb
+
+
+# --- measurement --------------------------------------------------------------------------------
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+def _timed_frames(process, frames, device: str) -> tuple[list[float], float]:
+    lat = []
+    _sync(device)
+    t_all = time.perf_counter()
+    for f in frames:
+        t0 = time.perf_counter()
+        process(f)
+        _sync(device)
+        lat.append((time.perf_counter() - t0) * 1000.0)
+    return lat, time.perf_counter() - t_all
+
+
+def _build(cfg: dict):
+    """The reference Pipeline or the naive baseline, as ``cfg['kind']`` says."""
+    variants = dict(cfg.get("variants") or {})
+    if cfg["kind"] == "naive":
+        from .naive import NaivePipeline
+
+        return NaivePipeline(cfg["backend"], cfg["precision"], cfg["device"], out=cfg["artifacts"],
+                             variants=variants, enhance=cfg.get("enhance", True))
+    from .. import specs
+    from ..pipeline.pipeline import Pipeline
+
+    generator = variants.pop("generator", None) or specs.default_variant("generator")
+    return Pipeline(backend=cfg["backend"], precision=cfg["precision"], device=cfg["device"], generator=generator,
+                    enhance=cfg.get("enhance", True), variants=variants, out=cfg["artifacts"], build_missing=False,
+                    timing=False)  # the artifacts were prepared (and checked) before any timing
+
+
+def measure(cfg: dict) -> dict:
+    """One end-to-end run (``cfg['kind']``: ``pipeline`` or ``naive``)."""
+    from .memory import MemoryProbe
+
+    device = cfg["device"]
+    probe = MemoryProbe(device)
+    import torch
+
+    from .prepare import set_tf32
+    from .timing import stats
+
+    set_tf32(cfg.get("tf32", False))
+    if cfg.get("threads") and not device.startswith("cuda"):
+        torch.set_num_threads(int(cfg["threads"]))
+    if device.startswith("cuda"):
+        torch.zeros(1, device=device)
+        probe.context_ready()
+    frames, source = frame_set(cfg)
+    probe.reset_peaks()
+    t0 = time.perf_counter()
+    pipe = _build(cfg)
+    load_s = time.perf_counter() - t0
+    naive = cfg["kind"] == "naive"
+    try:
+        pipe.set_source(source)
+        n_timed = int(cfg.get("naive_frames") or len(frames)) if naive else len(frames)
+        timed = frames[:n_timed]
+        for i in range(int(cfg.get("warmup", 2))):
+            pipe.process_frame(frames[i % len(frames)])
+        before = dict(pipe.stats)
+        lat, seconds = _timed_frames(pipe.process_frame, timed, device)
+        swapped = pipe.stats["faces_swapped"] - before["faces_swapped"]
+        stages = _stage_breakdown(pipe, timed[: int(cfg.get("stage_frames") or len(timed))], naive)
+        memory = probe.read()
+        video = _video_run(pipe, cfg) if (not naive and cfg.get("video")) else None
+        facts = pipe.describe()
+    finally:
+        pipe.close()
+    return {"status": "ok", "load_s": round(load_s, 3), "frames": len(timed), "warmup": int(cfg.get("warmup", 2)),
+            "fps": round(len(timed) / seconds, 3) if seconds > 0 else None, "frame_latency_ms": stats(lat),
+            "faces_swapped_per_frame": round(swapped / max(len(timed), 1), 3), "stages_ms": stages,
+            "memory": memory, "video": video, "stages": facts, "timer": "perf_counter, synchronised per frame"}
+
+
+def _stage_breakdown(pipe, frames, naive: bool) -> dict:
+    """Mean milliseconds per frame in each stage (a separate pass with the stage timers on)."""
+    if not frames:
+        return {}
+    pipe.timing = True
+    pipe.reset_timings()
+    for f in frames:
+        pipe.process_frame(f)
+    pipe.timing = False
+    # the naive baseline's host<->device copies happen inside each stage: it has no transfer stage of its own
+    names = tuple(s for s in STAGES if not (naive and s == "transfer"))
+    out = {s: round(pipe.timings.get(s, 0.0) * 1000.0 / len(frames), 3) for s in names}
+    extra = {k: round(v * 1000.0 / len(frames), 3) for k, v in pipe.timings.items() if k not in STAGES}
+    out.update(extra)
+    return out
+
+
+def _video_run(pipe, cfg: dict) -> dict:
+    """The same frames from an H.264 file, through decode -> pipeline -> encode."""
+    import tempfile
+
+    src = cfg["video"]
+    if not src or not Path(src).is_file():
+        return {"status": "not_runnable", "reason": cfg.get("video_reason") or "no input video was made"}
+    with tempfile.TemporaryDirectory(prefix="ffexport-bench-") as tmp:
+        stats = pipe.process_video(src, Path(tmp) / "out.mp4", progress=False)
+    return {"status": "ok", "frames": stats["frames"], "seconds": stats["seconds"],
+            "fps": stats.get("throughput_fps"), "codec": stats.get("video_codec"),
+            "faces_swapped": stats.get("faces_swapped")}

@@ -1,0 +1,256 @@
+"""``ffexport simplify | fp16 | int8 | optimize``: the optimization passes, each gated by parity on real faces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..errors import InputSpecError
+from .common import MODULE_HELP, OUT_HELP, console, human_size, one_line_warnings, progress, rel
+
+ONNX_HELP = "an ONNX file instead of --module (bring your own; outputs go beside it or under --out)"
+INPUT_HELP = "with --onnx for a model ffexport did not export: name:1x3x112x112[:dtype], repeatable"
+CALIB_HELP = "folder of face photos with landmark JSONs (calibration and parity faces)"
+PARITY_HELP = "faces the parity gates are checked on"
+
+
+def _exclude(values: List[str]) -> list[str]:
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+def _runs(module, onnx, inputs, variant, out, calib, samples, parity_samples, config_dir, precision, bar, task):
+    """(label, Run) per selected target."""
+    from ..config import resolve_spec
+    from ..passes.optimize import Run
+    from ..passes.target import module_target, onnx_target
+    from .common import select_modules
+
+    def say(msg):
+        bar.update(task, status=msg[-90:])
+
+    if onnx is not None:
+        if module:
+            raise InputSpecError("give either --module or --onnx, not both")
+        t = onnx_target(onnx, inputs, out, config_dir)
+        return [Run(t, calib=calib, samples=samples, parity_samples=parity_samples, progress=say,
+                    precision=precision, config_dir=config_dir)]
+    if not module:
+        raise InputSpecError("give --module NAME (or 'all'), or --onnx PATH")
+    if inputs:
+        raise InputSpecError("--input is for --onnx files ffexport did not export; registered modules know their inputs")
+    out = out or Path("artifacts")
+    names = select_modules(module)
+    if len(names) > 1 and variant:
+        raise InputSpecError("--variant applies to one module; name it with --module")
+    runs = []
+    for n in names:
+        spec = resolve_spec(n, variant, None, config_dir)
+        runs.append(Run(module_target(spec, out), calib=calib, samples=samples, parity_samples=parity_samples,
+                        progress=say, precision=precision, config_dir=config_dir))
+    return runs
+
+
+def _run_all(what: str, runs_factory, work) -> list:
+    rows = []
+    with progress() as bar:
+        task = bar.add_task(what, total=None, status="")
+        runs = runs_factory(bar, task)
+        bar.update(task, total=len(runs))
+        for run in runs:
+            bar.update(task, description=f"{what} {run.target.label}")
+            rows.append((run, work(run)))
+            bar.advance(task)
+    return rows
+
+
+def register(app: typer.Typer) -> None:
+    common = dict(
+        module=typer.Option(None, "--module", "-m", help=MODULE_HELP),
+        onnx=typer.Option(None, "--onnx", help=ONNX_HELP),
+        inputs=typer.Option([], "--input", help=INPUT_HELP),
+        variant=typer.Option(None, "--variant", help="module variant (see `ffexport modules`)"),
+        out=typer.Option(None, "--out", help=OUT_HELP + " (default artifacts/; with --onnx: beside the file)"),
+        force=typer.Option(False, "--force", help="redo this pass even if its inputs have not changed"),
+        calib=typer.Option(None, "--calib", help=CALIB_HELP),
+        parity_samples=typer.Option(None, "--parity-samples", help=PARITY_HELP),
+        config_dir=typer.Option(None, "--config-dir", help="folder of <module>.yaml defaults"),
+    )
+
+    @app.command("simplify")
+    def simplify_cmd(
+        module: Optional[str] = common["module"], onnx: Optional[Path] = common["onnx"],
+        inputs: List[str] = common["inputs"], variant: Optional[str] = common["variant"],
+        out: Optional[Path] = common["out"], force: bool = common["force"], calib: Optional[Path] = common["calib"],
+        parity_samples: Optional[int] = common["parity_samples"], config_dir: Optional[Path] = common["config_dir"],
+    ) -> None:
+        """Simplify the FP32 ONNX (onnxsim, onnxslim fallback) -> fp32.sim.onnx; prints the op counts."""
+        with one_line_warnings():
+            rows = _run_all("simplify", lambda bar, task: _runs(module, onnx, inputs, variant, out, calib, None,
+                                                                parity_samples, config_dir, "fp32", bar, task),
+                            lambda run: _step(run, "simplify", force))
+        for run, results in rows:
+            _ops_table(run, results[-1])
+        _steps_table(rows, "simplify")
+
+    @app.command("fp16")
+    def fp16_cmd(
+        module: Optional[str] = common["module"], onnx: Optional[Path] = common["onnx"],
+        inputs: List[str] = common["inputs"], variant: Optional[str] = common["variant"],
+        out: Optional[Path] = common["out"], force: bool = common["force"], calib: Optional[Path] = common["calib"],
+        parity_samples: Optional[int] = common["parity_samples"], config_dir: Optional[Path] = common["config_dir"],
+        keep_io_types: Optional[bool] = typer.Option(None, "--keep-io-types/--no-keep-io-types",
+                                                     help="keep float32 inputs and outputs (default from configs/, "
+                                                          "else yes)"),
+    ) -> None:
+        """FP16 ONNX -> fp16.onnx; fragile nodes stay FP32, more are kept FP32 until the parity gate passes."""
+        with one_line_warnings():
+            rows = _run_all("fp16", lambda bar, task: _runs(module, onnx, inputs, variant, out, calib, None,
+                                                            parity_samples, config_dir, "fp16", bar, task),
+                            lambda run: _step(run, "fp16", force, keep_io_types=keep_io_types))
+        for run, results in rows:
+            _fp16_table(run, results[-1])
+        _steps_table(rows, "fp16")
+
+    @app.command("int8")
+    def int8_cmd(
+        module: Optional[str] = common["module"], onnx: Optional[Path] = common["onnx"],
+        inputs: List[str] = common["inputs"], variant: Optional[str] = common["variant"],
+        out: Optional[Path] = common["out"], force: bool = common["force"], calib: Optional[Path] = common["calib"],
+        parity_samples: Optional[int] = common["parity_samples"], config_dir: Optional[Path] = common["config_dir"],
+        method: Optional[str] = typer.Option(None, "--method", help="calibration: minmax | entropy | percentile"),
+        samples: Optional[int] = typer.Option(None, "--samples", help="calibration faces (default: up to 24)"),
+        exclude: List[str] = typer.Option([], "--exclude", help="node to keep in float (repeatable or a,b,c)"),
+    ) -> None:
+        """Calibrated INT8 Q/DQ ONNX -> int8.onnx (symmetric, per-channel weights, float biases)."""
+        with one_line_warnings():
+            rows = _run_all("int8", lambda bar, task: _runs(module, onnx, inputs, variant, out, calib, samples,
+                                                            parity_samples, config_dir, "int8", bar, task),
+                            lambda run: _step(run, "int8", force, method=method, exclude=_exclude(exclude)))
+        for run, results in rows:
+            _int8_table(run, results[-1])
+        _steps_table(rows, "int8")
+
+    @app.command("optimize")
+    def optimize_cmd(
+        module: Optional[str] = common["module"], onnx: Optional[Path] = common["onnx"],
+        inputs: List[str] = common["inputs"], variant: Optional[str] = common["variant"],
+        out: Optional[Path] = common["out"], calib: Optional[Path] = common["calib"],
+        parity_samples: Optional[int] = common["parity_samples"], config_dir: Optional[Path] = common["config_dir"],
+        precision: str = typer.Option("fp16", "--precision", help="fp32 | fp16 | int8"),
+        force: bool = typer.Option(False, "--force", help="redo every step even if its inputs have not changed"),
+        method: Optional[str] = typer.Option(None, "--method", help="INT8 calibration: minmax | entropy | percentile"),
+        samples: Optional[int] = typer.Option(None, "--samples", help="INT8 calibration faces (default: up to 24)"),
+        exclude: List[str] = typer.Option([], "--exclude", help="INT8: node to keep in float (repeatable)"),
+        keep_io_types: Optional[bool] = typer.Option(None, "--keep-io-types/--no-keep-io-types",
+                                                     help="FP16: keep float32 inputs and outputs"),
+    ) -> None:
+        """export -> simplify -> fp16 | int8, skipping steps whose inputs have not changed."""
+        from ..passes.optimize import _check_precision
+
+        _check_precision(precision)
+        with one_line_warnings():
+            rows = _run_all("optimize", lambda bar, task: _runs(module, onnx, inputs, variant, out, calib, samples,
+                                                                parity_samples, config_dir, precision, bar, task),
+                            lambda run: _optimize(run, precision, force, keep_io_types=keep_io_types,
+                                                  method=method, exclude=_exclude(exclude)))
+        _steps_table(rows, f"optimize --precision {precision}")
+
+
+def _optimize(run, precision: str, force: bool, **kw) -> list:
+    results: list = []
+    run.chain(precision, force={"export", "simplify", precision} if force else set(), results=results, **kw)
+    return results
+
+
+def _step(run, step: str, force: bool, **kw) -> list:
+    """A single pass: on --onnx the given file is its parent; on --module the missing or stale upstream
+    steps (export, simplify) run first."""
+    results: list = []
+    if run.target.source is not None:
+        run.prepare()
+        parent = run.target.fp32
+        fn = {"simplify": run.simplify, "fp16": run.fp16, "int8": run.int8}[step]
+        results.append(fn(parent, force=force, **kw))
+        return results
+    precision = {"simplify": "fp32"}.get(step, step)
+    run.chain(precision, force={step} if force else set(), results=results, **kw)
+    return results
+
+
+def _steps_table(rows, title: str) -> None:
+    from rich.table import Table
+
+    from ..passes.judge import summary
+
+    t = Table(title=title)
+    for col in ("module", "step", "artifact", "status", "size", "parity", "time s"):
+        t.add_column(col, overflow="fold")
+    for run, results in rows:
+        for r in results:
+            rec = r.record or {}
+            t.add_row(run.target.label, r.step, rel(r.path), "skipped (up to date)" if r.skipped else "done",
+                      human_size(rec.get("size_bytes")), summary(rec.get("parity")),
+                      "-" if r.skipped or rec.get("duration_s") is None else f"{rec['duration_s']:.1f}")
+    console.print(t)
+
+
+def _ops_table(run, result) -> None:
+    from rich.table import Table
+
+    rec = result.record or {}
+    before, after = rec.get("ops_before", {}), rec.get("ops_after", {})
+    t = Table(title=f"{run.target.label}: {rec.get('parent', {}).get('file', '?')} -> {rec.get('file', '?')} "
+                    f"with {rec.get('tool', '?')}")
+    for col in ("op", "before", "after", "change"):
+        t.add_column(col, justify="right" if col != "op" else "left")
+    for op in sorted(set(before) | set(after), key=lambda o: (-before.get(o, 0), o)):
+        b, a = before.get(op, 0), after.get(op, 0)
+        t.add_row(op, str(b), str(a), f"{a - b:+d}" if a != b else "")
+    t.add_row("[bold]total", f"[bold]{sum(before.values())}", f"[bold]{sum(after.values())}",
+              f"[bold]{sum(after.values()) - sum(before.values()):+d}")
+    console.print(t)
+    for f in rec.get("fallback_from", []):
+        console.print(f"[yellow]{f['tool']} not used:[/] {f['failed']}")
+
+
+def _fp16_table(run, result) -> None:
+    from rich.table import Table
+
+    rec = result.record or {}
+    counts = rec.get("kept_fp32_counts", {})
+    console.print(f"{run.target.label}: {rec.get('fp16_nodes', '?')} of {rec.get('nodes', '?')} nodes in FP16; "
+                  f"kept FP32: {', '.join(f'{v} {k}' for k, v in counts.items()) or 'none'}")
+    chosen = [k for k in rec.get("kept_fp32", []) if k["reason"] in ("overflow", "parity", "converter", "requested")]
+    if chosen:
+        t = Table(title=f"{run.target.label}: nodes kept FP32 by parity and range checks")
+        for col in ("node", "op", "reason", "why"):
+            t.add_column(col, overflow="fold")
+        for k in chosen[:40]:
+            t.add_row(k["node"], k["op"], k["reason"], k["detail"])
+        console.print(t)
+
+
+def _int8_table(run, result) -> None:
+    from rich.table import Table
+
+    rec = result.record or {}
+    if not rec.get("quantized", True):
+        console.print(f"{run.target.label}: {rec.get('note')}")
+        return
+    q = rec.get("qdq", {})
+    console.print(f"{run.target.label}: {q.get('quantize_linear')} Q / {q.get('dequantize_linear')} DQ; weights "
+                  f"per-channel {q.get('weights_per_channel')}, per-tensor {len(q.get('weights_per_tensor', []))}, "
+                  f"float {len(q.get('weights_float', []))}; non-zero zero points "
+                  f"{len(q.get('nonzero_zero_points', []))}; float biases {q.get('biases_float')}; "
+                  f"calibrated on {rec.get('calibration_samples')} faces ({rec.get('options', {}).get('method')})")
+    if rec.get("excluded"):
+        t = Table(title=f"{run.target.label}: nodes left in float")
+        for col in ("node", "op", "reason", "why"):
+            t.add_column(col, overflow="fold")
+        for e in rec["excluded"][:40]:
+            t.add_row(e["node"], e["op"], e["reason"], e["detail"])
+        if len(rec["excluded"]) > 40:
+            t.add_row(f"... {len(rec['excluded']) - 40} more (see the manifest)", "", "", "")
+        console.print(t)

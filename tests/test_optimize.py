@@ -1,0 +1,104 @@
+"""`ffexport optimize` / `optimize()`: export -> simplify -> precision, skipping unchanged steps."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from ffexport.cli.main import main
+from passes_util import CALIB, FAST, check_tensorrt_qdq, sha
+
+
+@pytest.fixture(scope="module")
+def arts(tmp_path_factory, exported_small):
+    out = tmp_path_factory.mktemp("optimize")
+    for module in ("mtcnn_onet",):
+        _, path = exported_small(module)
+        shutil.copytree(path.parent, out / path.parent.name)
+    return out
+
+
+def _manifest(folder):
+    return json.loads((folder / "manifest.json").read_text())["artifacts"]
+
+
+def test_optimize_api_and_skip_if_unchanged(arts):
+    from ffexport import specs
+    from ffexport.passes.optimize import optimize
+
+    spec = specs.get("mtcnn_onet")
+    messages: list[str] = []
+    first: list = []
+    path = optimize(spec, "fp16", out=arts, parity_samples=2, results=first, progress=messages.append)
+    assert path == arts / "mtcnn_onet" / "fp16.onnx" and path.is_file()
+    assert [r.step for r in first] == ["export", "simplify", "fp16"]
+    assert [r.skipped for r in first] == [True, False, False]  # the export was already there
+    before = _manifest(arts / "mtcnn_onet")
+
+    second: list = []
+    messages.clear()
+    assert optimize(spec, "fp16", out=arts, parity_samples=2, results=second, progress=messages.append) == path
+    assert all(r.skipped for r in second)
+    assert any("fp16.onnx: up to date" in m for m in messages)
+    after = _manifest(arts / "mtcnn_onet")
+    for name in ("fp32.sim.onnx", "fp16.onnx"):  # nothing was redone
+        assert after[name]["created_utc"] == before[name]["created_utc"]
+        assert after[name]["sha256"] == before[name]["sha256"]
+
+    third: list = []  # a changed option redoes only the step it belongs to
+    optimize(spec, "fp16", out=arts, parity_samples=2, results=third, keep_io_types=False)
+    assert [r.skipped for r in third] == [True, True, False]
+    assert _manifest(arts / "mtcnn_onet")["fp16.onnx"]["options"]["keep_io_types"] is False
+
+    fourth: list = []  # different parity faces are a different key too
+    optimize(spec, "fp32", out=arts, parity_samples=3, results=fourth)
+    assert [r.skipped for r in fourth] == [True, False]
+
+
+def test_optimize_int8_cli_and_rerun(arts, capsys):
+    code = main(["optimize", "--module", "mtcnn_onet", "--precision", "int8", "--calib", str(CALIB),
+                 "--out", str(arts), *FAST])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    folder = arts / "mtcnn_onet"
+    check_tensorrt_qdq(folder / "int8.onnx")
+    digest = sha(folder / "int8.onnx")
+    code = main(["optimize", "--module", "mtcnn_onet", "--precision", "int8", "--calib", str(CALIB),
+                 "--out", str(arts), *FAST])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert out.out.count("skipped") == 3, out.out
+    assert sha(folder / "int8.onnx") == digest
+
+
+def test_optimize_bring_your_own(tmp_path, capsys, monkeypatch):
+    """A model exported with `ffexport onnx --model` optimizes with --onnx; outputs go beside it."""
+    (tmp_path / "byo_net.py").write_text(
+        "import torch\n"
+        "def make():\n"
+        "    torch.manual_seed(0)\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),\n"
+        "                               torch.nn.Conv2d(8, 4, 3, padding=1))\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["onnx", "--model", "byo_net:make", "--input", "image:1x3x48x48", "--out", "arts"]) == 0
+    src = tmp_path / "arts" / "make" / "fp32.onnx"
+    code = main(["optimize", "--onnx", str(src), "--precision", "int8", "--calib", str(CALIB), *FAST])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "spec is unknown" not in captured.err  # ffexport wrote its contract into the file
+    folder = src.parent
+    arts = _manifest(folder)
+    assert arts["fp32.sim.onnx"]["parent"]["file"] == "fp32.onnx"
+    assert arts["int8.onnx"]["parent"]["file"] == "fp32.sim.onnx"
+    gates = arts["int8.onnx"]["parity"]["vs_parent"]["gates"]
+    assert [g["metric"] for g in gates] == ["rel_err"] and gates[0]["threshold"] == 0.1  # BYO raw gates
+    assert arts["int8.onnx"]["parity"]["vs_torch"] is None  # no torch reference for a bring-your-own model
+    check_tensorrt_qdq(folder / "int8.onnx")
+
+
+def test_unknown_precision(capsys, arts):
+    assert main(["optimize", "--module", "mtcnn_onet", "--precision", "int4", "--out", str(arts)]) == 1
+    err = capsys.readouterr().err
+    assert "unknown precision 'int4'" in err and "fp16" in err
