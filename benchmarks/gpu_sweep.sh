@@ -4,7 +4,8 @@
 #     bash benchmarks/gpu_sweep.sh
 #
 # Every module at its default variant on torch (FP32/FP16), onnxruntime CUDA (FP32/FP16/INT8, IO binding),
-# TensorRT (rows with the reason where it cannot run) and onnxruntime CPU, at batch 1 and 8 (CPU rows: batch 1),
+# TensorRT (rows with the reason where it cannot run) and onnxruntime CPU (FP32/INT8), at batch 1 and 8 (CPU rows:
+# batch 1),
 # plus the reference pipeline beside the naive baseline at 1080p, one face per frame, with decode/encode.
 # Artifacts are built on the host first (export -> simplify -> FP16 -> INT8 calibrated on 8 samples of
 # calibration/, each pass parity-gated on 4 faces), several modules at a time on the CPU.
@@ -46,7 +47,7 @@ for m in ("onnxruntime", "torch", "av", "onnxsim", "onnxslim", "onnxconverter_co
 EOF
 
 python3 -m ffexport bench \
-  --modules all --backends torch,ort,trt,ort:cpu --precisions fp32,fp16,int8 --batch 1,8 --batch-cpu 1 \
+  --modules all --backends torch,ort,trt,ort:cpu --precisions fp32,fp16,int8 --batch 1,8 --batch-cpu 1 --precisions-cpu fp32,int8 \
   --pipeline --resolution 1080p --faces 1 --frames 32 --naive-frames 8 \
   --iters 100 --warmup 10 --max-time 1 --rotate 4 \
   --samples 8 --parity-samples 4 --prepare-jobs 4 \

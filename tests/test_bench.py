@@ -156,3 +156,40 @@ def test_timing_statistics_and_backend_names():
     assert [(b.name, b.device) for b in got] == [("torch", "cpu"), ("ort", "cpu"), ("trt", "cuda")]
     with pytest.raises(Exception, match="unknown backend"):
         parse_backends("onnx", "cpu")
+
+
+def test_gpu_plan_rows_reasons_and_order():
+    """What a GPU machine's sweep plans (no GPU needed: the machine's facts are given)."""
+    from ffexport.bench.runner import BenchRun
+
+    run = BenchRun(Settings(modules=["detector", "encoder"], backends="torch,ort,trt,ort:cpu",
+                            precisions=["fp32", "fp16", "int8"], batches=[1, 8], cpu_batches=[1],
+                            cpu_precisions=["fp32", "int8"], pipeline=True))
+    run.env = {"torch": {"version": "2.11.0+cu130", "cuda": True},
+               "onnxruntime": {"version": "1.31.1", "providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]},
+               "tensorrt": {"ok": False, "reason": "TensorRT-RTX 1.7 does not support compute capability 9.0"}}
+    run.device = "cuda"
+    rows = run.plan()
+    mods = [r for r in rows if r["kind"] == "module"]
+    # 2 modules x (3 GPU backends x 3 precisions x 2 batches + ort:cpu x 2 precisions x 1 batch)
+    assert len(mods) == 2 * (3 * 3 * 2 + 2)
+    cpu = [r for r in mods if r["device"] == "cpu"]
+    assert {(r["precision"], r["batch"]) for r in cpu} == {("fp32", 1), ("int8", 1)}
+    for r in rows:
+        if r["backend"] == "trt":
+            assert r["status"] == "not_runnable" and "compute capability 9.0" in r["reason"]
+        elif r["backend"] == "torch" and r["precision"] == "int8":
+            assert r["status"] == "not_runnable"
+        else:
+            assert r["status"] == "pending", r
+    pipes = [r for r in rows if r["kind"] == "pipeline"]
+    assert {r["device"] for r in pipes} == {"cuda"} and len(pipes) == 3 * 3 * 2
+    # batch-1 GPU rows first, then the pipeline, then batch 8, then the CPU rows
+    tiers = [0 if r["kind"] == "module" and r["batch"] == 1 and r["device"] == "cuda" else
+             1 if r["kind"] == "pipeline" else 2 if r["device"] == "cuda" else 3 for r in rows]
+    assert tiers == sorted(tiers)
+    assert [r["pipeline"] for r in pipes[:2]] == ["reference", "naive"]
+    # the detector's engine profile ends at batch 4 (configs/detector.yaml): its batch-8 TensorRT rows say so
+    run.env["tensorrt"] = {"ok": True, "reason": "TensorRT 10.x on NVIDIA H100"}
+    det8 = [r for r in run.plan() if r.get("module") == "detector" and r["backend"] == "trt" and r["batch"] == 8]
+    assert det8 and all("batch profile ends at 4" in r["reason"] for r in det8)

@@ -102,3 +102,23 @@ def test_unknown_precision(capsys, arts):
     assert main(["optimize", "--module", "mtcnn_onet", "--precision", "int4", "--out", str(arts)]) == 1
     err = capsys.readouterr().err
     assert "unknown precision 'int4'" in err and "fp16" in err
+
+
+def test_seeded_landmarker_points_are_recorded_not_gated():
+    """The argmax points of a seeded landmarker move anywhere under any perturbation: recorded, not gated
+    (as the task metric is not); the heatmaps still are, so a real error still fails."""
+    from ffexport import specs
+    from ffexport.passes.judge import _ungate_discrete
+
+    spec = specs.get("landmarker", "2dfan1")
+    rec = {"gated_on": "fallback", "note": "seeded weights", "passed": False,
+           "metrics": {"rel_err": {"heatmaps": 0.05, "points": 0.4, "scores": 0.02}},
+           "gates": [{"metric": "rel_err", "op": "<=", "threshold": 0.1, "output": "points", "value": 0.4,
+                      "passed": False}]}
+    out = _ungate_discrete(spec, rec)
+    assert out["passed"] and out["gates"][0]["output"] == "heatmaps" and "points" in out["note"]
+    assert out["metrics"]["rel_err"]["points"] == 0.4  # still recorded
+    rec["metrics"]["rel_err"]["heatmaps"] = 0.2
+    assert not _ungate_discrete(spec, rec)["passed"]
+    trained = dict(rec, gated_on="task")
+    assert _ungate_discrete(spec, trained) is trained

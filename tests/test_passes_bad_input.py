@@ -143,7 +143,10 @@ def test_module_and_onnx_together(tmp_path, capsys):
     assert "either --module or --onnx" in one_line_error(capsys)
 
 
-def test_failed_gate_keeps_previous_artifact(arts, tmp_path, capsys):
+def test_failed_gate_keeps_previous_artifact(arts, tmp_path, capsys, monkeypatch):
+    from ffexport.passes import fp16
+
+    monkeypatch.setattr(fp16, "MAX_ROUNDS", 1)  # the outcome is the same after any number of rounds
     folder = arts / "blender"
     assert main(["fp16", "--module", "blender", "--out", str(arts), "--parity-samples", "1"]) == 0
     capsys.readouterr()
@@ -156,6 +159,19 @@ def test_failed_gate_keeps_previous_artifact(arts, tmp_path, capsys):
     assert code == 1
     line = one_line_error(capsys)
     assert "FP16 of fp32.sim.onnx still fails ssim >= 1.5" in line and "fp16.onnx left as it was" in line
+    assert "after 2 rounds" in line
     assert sha(folder / "fp16.onnx") == good
     assert json.loads((folder / "manifest.json").read_text())["artifacts"]["fp16.onnx"] == record
     no_partials(arts)
+
+
+def test_unrecorded_export_is_not_overwritten(tmp_path, exported_small, capsys):
+    """An fp32.onnx nobody recorded is not silently replaced."""
+    _, path = exported_small("blender")
+    (tmp_path / "blender").mkdir()
+    shutil.copy(path, tmp_path / "blender" / "fp32.onnx")
+    before = sha(tmp_path / "blender" / "fp32.onnx")
+    assert main(["fp16", "--module", "blender", "--out", str(tmp_path)]) == 1
+    line = one_line_error(capsys)
+    assert "has no export record" in line and "--force" in line
+    assert sha(tmp_path / "blender" / "fp32.onnx") == before

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from ffexport.cli.main import main
-from passes_util import CALIB, FAST
+from passes_util import CALIB
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,10 @@ def test_report_json_lineage(arts, capsys):
     assert "kept_fp32_counts" in fp16
 
 
-def test_report_table_and_all(arts, capsys):
+def test_report_table_and_all(arts, capsys, monkeypatch):
+    from ffexport.cli import common
+
+    monkeypatch.setattr(common.console, "width", 220)  # a wide terminal: no folded names
     assert main(["report", "--module", "all", "--out", str(arts)]) == 0
     out = capsys.readouterr().out
     for word in ("fp32.onnx", "fp32.sim.onnx", "fp16.onnx", "export", "simplify", "PASS", "vs parent", "vs torch"):

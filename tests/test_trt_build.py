@@ -32,6 +32,12 @@ def art(session_artifacts) -> Path:
     return session_artifacts  # the upstream ONNX artifacts are shared with the other tests
 
 
+@pytest.fixture(autouse=True)
+def _outside_the_repo(tmp_path, monkeypatch):
+    """Run from a scratch folder: onnxruntime's INT8 shape inference writes temporary files into the CWD."""
+    monkeypatch.chdir(tmp_path)
+
+
 def _trt(art: Path, *args: str) -> int:
     return main(["trt", "--calib", str(CALIB), "--out", str(art), *args])
 
@@ -141,3 +147,16 @@ def test_inspect_without_gpu_reads_the_record(art, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["deserialized"] is False and info["flavor"] == "tensorrt_rtx"
     assert info["sha256"] == digest(engine) and info["record"]["profile"]["input"]["max"] == [8, 3, 112, 112]
+
+
+def test_bring_your_own_onnx(art, tmp_path):
+    """`--onnx PATH`: an ffexport artifact keeps its module's folder and profile; any other file needs only its
+    dynamic axes' ranges."""
+    src = art / "encoder.iresnet18" / "fp16.onnx"
+    if not src.is_file():
+        assert _trt(art, *ENCODER, "--precision", "fp16") == 0
+    assert main(["trt", "--onnx", str(src), "--precision", "fp16", "--out", str(tmp_path), "--batch", "1:2:4"]) == 0
+    engine = tmp_path / "encoder.iresnet18" / "fp16.tensorrt_rtx.engine"
+    rec = _record(engine.parent, engine.name)
+    assert rec["parent"]["sha256"] == digest(src) and rec["sha256"] == digest(engine)
+    assert rec["profile"]["input"] == {"min": [1, 3, 112, 112], "opt": [2, 3, 112, 112], "max": [4, 3, 112, 112]}

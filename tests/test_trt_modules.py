@@ -23,6 +23,12 @@ pytestmark = needs_rtx
 CALIB = Path(__file__).resolve().parents[1] / "calibration"
 
 
+@pytest.fixture(autouse=True)
+def _outside_the_repo(tmp_path, monkeypatch):
+    """Run from a scratch folder: onnxruntime's INT8 shape inference writes temporary files into the CWD."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("module", specs.modules())
 def test_module_builds_an_engine(module, precision, session_artifacts):

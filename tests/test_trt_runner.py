@@ -32,6 +32,19 @@ def test_availability_states_a_reason():
     assert not ok2 and "unknown TensorRT flavor" in reason2
 
 
+def test_no_tensorrt_installed_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys\nsys.modules['tensorrt'] = None\nsys.modules['tensorrt_rtx'] = None\n"
+            "from ffexport.cli.main import main\n"
+            f"raise SystemExit(main(['trt', '--onnx', {str(tmp_path / 'm.onnx')!r}, '--out', {str(tmp_path)!r}]))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert lines[0].startswith("error: no TensorRT is installed: pip install 'ffexport[trt]'"), lines[0]
+
+
 @needs_rtx
 def test_rtx_refuses_compute_capability_9_from_its_own_list():
     """TensorRT for RTX lists the compute capabilities it supports (its ComputeCapability enum); 9.0, the

@@ -178,12 +178,14 @@ def measure(cfg: dict) -> dict:
     probe = MemoryProbe(device)
     import torch
 
+    from .._lazy import require
     from .prepare import set_tf32
     from .timing import stats
 
     set_tf32(cfg.get("tf32", False))
     if cfg.get("threads") and not device.startswith("cuda"):
         torch.set_num_threads(int(cfg["threads"]))
+        require("cv2", "the pipeline benchmark").setNumThreads(int(cfg["threads"]))
     if device.startswith("cuda"):
         torch.zeros(1, device=device)
         probe.context_ready()

@@ -47,7 +47,8 @@ def latency_plot(res: dict, batch: int, path: Path) -> Path | None:
     plt = _plt()
     modules = list(dict.fromkeys(r["module"] for r in rows))
     labels = list(dict.fromkeys(f"{r['backend']}/{r['device']}\n{r['precision']}" for r in sorted(
-        rows, key=lambda r: (r["backend"], r["device"], ("fp32", "fp16", "int8").index(r["precision"])))))
+        rows, key=lambda r: (("torch", "ort", "trt").index(r["backend"]), r["device"] != "cuda",
+                             ("fp32", "fp16", "int8").index(r["precision"])))))
     ncols = min(3, len(modules))
     nrows = math.ceil(len(modules) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.6 * nrows), squeeze=False)

@@ -144,6 +144,14 @@ def _table(columns, rows) -> list[str]:
     return out
 
 
+def _shown(path: str) -> str:
+    """``path`` relative to the current folder when it lies inside it."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def _why(row: dict) -> str:
     return f"{row.get('status', '?').replace('_', ' ')}: {row.get('reason') or 'no reason recorded'}"
 
@@ -252,7 +260,7 @@ def _reading_notes(res: dict) -> list[str]:
 
     srcs = _vram_sources(rows + [r for r in res["rows"] if r["kind"] == "pipeline"])
     vram = "; ".join(f"{VRAM_SOURCES.get(k, k)} ({n} rows)" for k, n in srcs.items()) or "no GPU rows"
-    calib = s.get("calib") or "the built-in faces"
+    calib = f"`{_shown(s['calib'])}`" if s.get("calib") else "the built-in faces"
     samples = s.get("samples")
     return [
         "How to read it:", "",
@@ -265,10 +273,22 @@ def _reading_notes(res: dict) -> list[str]:
         "* **parity**: the row's artifact against torch FP32 (run on this benchmark's device with TF32 "
         f"{'on' if s.get('tf32', '').startswith('on') else 'off'}) on the same inputs, gated by the module's "
         "threshold for the row's precision; seeded detectors and landmarkers are gated on relative error.",
-        f"* **artifacts**: built by `ffexport optimize` passes before timing; INT8 calibrated on {calib}"
-        + (f" with {samples} samples" if samples else "") + (f", parity-gated on {s['parity_samples']} faces"
-                                                             if s.get("parity_samples") else "") + ".",
+        f"* **artifacts**: built before any timing by the `ffexport optimize` passes on the faces of {calib}: "
+        f"INT8 calibrated on {samples or 'the passes’ default number of'} samples, each pass parity-gated on "
+        f"{s.get('parity_samples') or 'the passes’ default number of'} held-out faces (the parity column is "
+        "this benchmark's own check, on other inputs).",
+        *_ort_tf32_note(rows),
         "* every row ran in a fresh process (its `pid` is in results.json), one at a time.", ""]
+
+
+def _ort_tf32_note(rows) -> list[str]:
+    """What onnxruntime's CUDA provider said about TF32 (its own option, apart from torch's)."""
+    seen = sorted({str((r.get("cuda_provider_options") or {}).get("use_tf32")) for r in rows
+                   if r.get("status") == "ok" and r.get("cuda_provider_options")})
+    if not seen:
+        return []
+    return [f"* onnxruntime's CUDA provider ran with `use_tf32={'/'.join(seen)}` (its own setting; `1` lets its FP32 "
+            "convolutions and matmuls use TF32, which torch's FP32 rows here do not)."]
 
 
 def render_markdown(res: dict) -> str:

@@ -140,6 +140,7 @@ class Settings:
     threads: int = 0
     isolation: str = "forkserver" if sys.platform.startswith("linux") else "subprocess"
     cpu_batches: list[int] | None = None
+    cpu_precisions: list[str] | None = None
     command: str = ""
 
 
@@ -368,7 +369,7 @@ class BenchRun:
             self.specs[spec.module] = spec
             for b in self.backends:
                 off_main = b.device == "cpu" and self.device == "cuda"
-                for p in s.precisions:
+                for p in (s.cpu_precisions or s.precisions) if off_main else s.precisions:
                     for batch in (s.cpu_batches or s.batches) if off_main else s.batches:
                         row = {"kind": "module", "module": spec.module, "variant": spec.variant, "backend": b.name,
                                "device": b.device, "precision": p, "batch": batch}
@@ -379,7 +380,8 @@ class BenchRun:
                                       f"`ffexport trt --batch 1:1:{batch}`")
                         rows.append(self._status(row, reason))
         if s.pipeline:
-            for b in self.backends:
+            # the pipeline runs on the main device only (a CPU pipeline on a GPU machine says little)
+            for b in (b for b in self.backends if b.device == self.device or b.name == "trt"):
                 for p in s.precisions:
                     for kind in ("reference", "naive") if s.naive else ("reference",):
                         row = {"kind": "pipeline", "pipeline": kind, "backend": b.name, "device": b.device,
@@ -481,7 +483,8 @@ class BenchRun:
             return
         jobs_n = self.s.prepare_jobs or max(1, min(4, (os.cpu_count() or 1) // 4))
         threads = max(1, (os.cpu_count() or 1) // jobs_n)
-        order = sorted(plans, key=lambda k: (k.startswith("generator."), -_weight(plans[k])))
+        # the encoder first (the generator waits for it), then the longest first
+        order = sorted(plans, key=lambda k: (not k.startswith("encoder."), -_weight(plans[k])))
         waiting = list(order)
         running: list[tuple[str, Job]] = []
         task = self.progress.add_task("prepare", total=len(order), status="") if self.progress else None
@@ -498,8 +501,7 @@ class BenchRun:
                              + (f" ({job.result.get('reason')})" if st != "ok" else ""))
                     if task is not None:
                         self.progress.advance(task)
-            # the generator's calibration identities come from the encoder's artifact: wait for it
-            blocked = any(k.startswith("encoder.") for k, _ in running) or any(k.startswith("encoder.") for k in waiting)
+            blocked = self._generator_waits(waiting, running)
             late = bool(self.stop_at and time.monotonic() > self.stop_at)
             while waiting and len(running) < jobs_n and not late:
                 nxt = next((k for k in waiting if not (k.startswith("generator.") and blocked)), None)
@@ -514,6 +516,20 @@ class BenchRun:
                     self.prepared[k] = {"status": "skipped", "reason": "not prepared: the time budget (--deadline) ran out"}
                 waiting.clear()
             time.sleep(0.1)
+
+    def _generator_waits(self, waiting: list[str], running: list) -> bool:
+        """The generator's calibration identities come from the default encoder's simplified ONNX when it
+        exists (:func:`ffexport.passes.calib.source_identities`): while that encoder is being prepared and
+        its ``fp32.sim.onnx`` is not there yet, starting the generator would key its artifacts on other
+        identities than the next run sees (and rebuild them then)."""
+        from ..config import resolve_spec
+        from ..manifest import artifact_dir
+
+        enc = resolve_spec("encoder")
+        key = f"encoder.{enc.variant}"
+        if key not in waiting and key not in (k for k, _ in running):
+            return False
+        return not (artifact_dir(self.s.artifacts, enc) / "fp32.sim.onnx").is_file()
 
     def _prepared_for(self, row: dict) -> tuple[dict | None, str | None]:
         spec = self.specs[row["module"]]

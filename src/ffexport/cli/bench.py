@@ -23,6 +23,8 @@ def register(app: typer.Typer) -> None:
         batch: str = typer.Option("1", "--batch", help="comma-separated batch sizes, e.g. 1,8"),
         batch_cpu: Optional[str] = typer.Option(None, "--batch-cpu",
                                                 help="batch sizes of CPU rows on a GPU machine (default: --batch)"),
+        precisions_cpu: Optional[str] = typer.Option(None, "--precisions-cpu",
+                                                     help="precisions of CPU rows on a GPU machine (default: --precisions)"),
         pipeline: bool = typer.Option(False, "--pipeline/--no-pipeline",
                                       help="also benchmark the whole pipeline (reference and naive, side by side)"),
         resolution: str = typer.Option("1080p", "--resolution", help="pipeline frame size: 360p, 720p, 1080p, 4k or WxH"),
@@ -88,6 +90,7 @@ def register(app: typer.Typer) -> None:
             timeout=timeout, deadline=deadline or None, resume=resume, samples=samples,
             parity_samples=parity_samples, prepare_jobs=prepare_jobs, tf32=tf32, threads=threads,
             isolation=isolation, cpu_batches=parse_batches(batch_cpu) if batch_cpu else None,
+            cpu_precisions=parse_list(precisions_cpu, PRECISIONS, "precision") if precisions_cpu else None,
             command=_command_line(ctx))
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -8,6 +8,8 @@ from typing import List, Optional
 import typer
 
 from ..errors import InputSpecError
+from rich.markup import escape
+
 from .common import MODULE_HELP, OUT_HELP, console, human_size, one_line_warnings, progress, rel
 
 ONNX_HELP = "an ONNX file instead of --module (bring your own; outputs go beside it or under --out)"
@@ -190,8 +192,9 @@ def _steps_table(rows, title: str) -> None:
     for run, results in rows:
         for r in results:
             rec = r.record or {}
-            t.add_row(run.target.label, r.step, rel(r.path), "skipped (up to date)" if r.skipped else "done",
-                      human_size(rec.get("size_bytes")), summary(rec.get("parity")),
+            t.add_row(escape(run.target.label), r.step, escape(rel(r.path)),
+                      "skipped (up to date)" if r.skipped else "done",
+                      human_size(rec.get("size_bytes")), escape(summary(rec.get("parity"))),
                       "-" if r.skipped or rec.get("duration_s") is None else f"{rec['duration_s']:.1f}")
     console.print(t)
 
@@ -201,8 +204,8 @@ def _ops_table(run, result) -> None:
 
     rec = result.record or {}
     before, after = rec.get("ops_before", {}), rec.get("ops_after", {})
-    t = Table(title=f"{run.target.label}: {rec.get('parent', {}).get('file', '?')} -> {rec.get('file', '?')} "
-                    f"with {rec.get('tool', '?')}")
+    t = Table(title=escape(f"{run.target.label}: {rec.get('parent', {}).get('file', '?')} -> {rec.get('file', '?')} "
+                           f"with {rec.get('tool', '?')}"))
     for col in ("op", "before", "after", "change"):
         t.add_column(col, justify="right" if col != "op" else "left")
     for op in sorted(set(before) | set(after), key=lambda o: (-before.get(o, 0), o)):
@@ -212,7 +215,7 @@ def _ops_table(run, result) -> None:
               f"[bold]{sum(after.values()) - sum(before.values()):+d}")
     console.print(t)
     for f in rec.get("fallback_from", []):
-        console.print(f"[yellow]{f['tool']} not used:[/] {f['failed']}")
+        console.print(f"[yellow]{f['tool']} not used:[/] {escape(f['failed'])}")
 
 
 def _fp16_table(run, result) -> None:
@@ -228,7 +231,7 @@ def _fp16_table(run, result) -> None:
         for col in ("node", "op", "reason", "why"):
             t.add_column(col, overflow="fold")
         for k in chosen[:40]:
-            t.add_row(k["node"], k["op"], k["reason"], k["detail"])
+            t.add_row(escape(k["node"]), k["op"], k["reason"], escape(k["detail"]))
         console.print(t)
 
 
@@ -237,7 +240,7 @@ def _int8_table(run, result) -> None:
 
     rec = result.record or {}
     if not rec.get("quantized", True):
-        console.print(f"{run.target.label}: {rec.get('note')}")
+        console.print(escape(f"{run.target.label}: {rec.get('note')}"))
         return
     q = rec.get("qdq", {})
     console.print(f"{run.target.label}: {q.get('quantize_linear')} Q / {q.get('dequantize_linear')} DQ; weights "
@@ -250,7 +253,7 @@ def _int8_table(run, result) -> None:
         for col in ("node", "op", "reason", "why"):
             t.add_column(col, overflow="fold")
         for e in rec["excluded"][:40]:
-            t.add_row(e["node"], e["op"], e["reason"], e["detail"])
+            t.add_row(escape(e["node"]), e["op"], e["reason"], escape(e["detail"]))
         if len(rec["excluded"]) > 40:
             t.add_row(f"... {len(rec['excluded']) - 40} more (see the manifest)", "", "", "")
         console.print(t)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -25,7 +26,7 @@ def register(app: typer.Typer) -> None:
         """Print each artifact's lineage: parent, pass, options, parity (vs parent and vs torch), size."""
         reports = collect(module, variant, out, folder, config_dir)
         if as_json:
-            console.print_json(json.dumps(reports, default=str))
+            console.print_json(json.dumps(reports, default=str, allow_nan=False))
             return
         for r in reports:
             _table(r)
@@ -65,9 +66,14 @@ def collect(module: str | None, variant: str | None, out: Path, folder: Path | N
     return reports
 
 
+def _finite(v):
+    """Strict JSON has no Infinity: identical images have PSNR +inf, written as the string "inf"."""
+    return v if not isinstance(v, float) or math.isfinite(v) else str(v)
+
+
 def _gates(parity: dict | None) -> list[dict]:
     return [{"metric": g["metric"], "op": g["op"], "threshold": g["threshold"], "output": g["output"],
-             "value": g["value"], "passed": g["passed"]} for g in (parity or {}).get("gates", [])]
+             "value": _finite(g["value"]), "passed": g["passed"]} for g in (parity or {}).get("gates", [])]
 
 
 def _parity(parity: dict | None) -> dict | None:
@@ -153,7 +159,7 @@ def _parity_text(p: dict | None) -> str:
         s = p.get(side)
         if not s:
             continue
-        gates = ", ".join(f"{g['metric']}={g['value']:.4g}" if isinstance(g["value"], float) else
+        gates = ", ".join(f"{g['metric']}={g['value']:.4g}" if isinstance(g["value"], (int, float)) else
                           f"{g['metric']}={g['value']}" for g in s["gates"])
         ok = all(g["passed"] for g in s["gates"])
         lines.append(f"{side.replace('_', ' ')}: {'PASS' if ok else 'FAIL'} {gates}"
@@ -164,13 +170,15 @@ def _parity_text(p: dict | None) -> str:
 def _table(report: dict) -> None:
     from rich.table import Table
 
+    from rich.markup import escape
+
     title = f"{report['module']}/{report['variant']}  ({report['folder']})"
-    t = Table(title=title)
+    t = Table(title=escape(title))
     for col in ("artifact", "pass", "parent", "options", "parity", "size", "status", "created (UTC)"):
         t.add_column(col, overflow="fold")
     for a in report["artifacts"]:
-        t.add_row(a["file"], a["pass"] or "-", (a["parent"] or "-") + ("" if a["parent_current"] in (None, True)
-                                                                        else " (changed since)"),
-                  _short_options(a), _parity_text(a["parity"]), human_size(a["size_bytes"]), a["status"],
+        parent = (a["parent"] or "-") + ("" if a["parent_current"] in (None, True) else " (changed since)")
+        t.add_row(escape(a["file"]), a["pass"] or "-", escape(parent), escape(_short_options(a)),
+                  escape(_parity_text(a["parity"])), human_size(a["size_bytes"]), a["status"],
                   (a["created_utc"] or "-").replace("T", " ").rstrip("Z"))
     console.print(t)

@@ -59,7 +59,8 @@ def register(app: typer.Typer) -> None:
         if not build_trt:
             err_console.print("[yellow]note:[/] no TensorRT builder installed: engines skipped "
                               "(pip install 'ffexport[trt]' for TensorRT for RTX)")
-        from .report import print_report
+        from .report import _table, collect
 
-        print_report(names, out)
+        for report in collect(module, None, out, None):
+            _table(report)
         console.print(f"artifacts and manifests under {out}/; `ffexport report --json` for the full lineage")

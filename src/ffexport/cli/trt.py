@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
     def trt_cmd(
         module: Optional[str] = typer.Option(None, "--module", "-m", help=MODULE_HELP),
         onnx: Optional[Path] = typer.Option(None, "--onnx", help="bring your own: build this ONNX file instead"),
-        name: Optional[str] = typer.Option(None, "--name", help="with --onnx: artifact folder name (default: file stem)"),
+        name: Optional[str] = typer.Option(None, "--name", help="with --onnx: artifact folder name (default: the module's folder for an ffexport artifact, else the file name)"),
         variant: Optional[str] = typer.Option(None, "--variant", help="module variant (see `ffexport modules`)"),
         precision: str = typer.Option("fp16", "--precision", "-p",
                                       help="fp32 | fp16 | int8: picks the ONNX artifact (fp32.sim / fp16 / int8 Q/DQ)"),
@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
             if onnx is not None:
                 if module:
                     raise InputSpecError("give either --module or --onnx, not both")
-                rows = [_build_onnx(onnx, name, precision, out, cache_dir, opts)]
+                rows = [_build_onnx(onnx, name, precision, out, cache_dir, config_dir, opts)]
             elif module:
                 if name:
                     raise InputSpecError("--name is for --onnx; registered modules use their own folder")
@@ -117,22 +117,26 @@ def build_modules(selector: str, precision: str, *, variant=None, calib=None, ou
     return rows
 
 
-def _build_onnx(onnx: Path, name, precision, out, cache_dir, opts) -> tuple:
+def _build_onnx(onnx: Path, name, precision, out, cache_dir, config_dir, opts) -> tuple:
+    """``--onnx PATH``: any ONNX file; one that ffexport made keeps its module's batch profile and axis ranges."""
+    from ..config import resolve_spec
+    from ..errors import FFExportError
     from ..export.onnx import read_metadata
-    from ..passes.trt import DEFAULT_CACHE, build_engine, engine_name
+    from ..manifest import artifact_dir
+    from ..passes.trt import DEFAULT_CACHE, build_engine, config_dims, engine_name
     from ..passes.trt_flavors import resolve
 
     spec = None
-    key = read_metadata(onnx).get("ffexport.spec") if onnx.is_file() else None
-    if key and "/" in key:  # an ffexport artifact: its spec knows the batch profile and example sizes
-        from .. import specs
-
+    key = read_metadata(onnx).get("ffexport.spec", "") if onnx.is_file() else ""
+    if "/" in key:
         try:
-            spec = specs.get(*key.split("/", 1))
-        except Exception:
+            spec = resolve_spec(*key.split("/", 1), None, config_dir)
+        except FFExportError:  # a module this version does not register: treat it as any ONNX file
             spec = None
+    if spec is not None:
+        opts["dims"] = {**config_dims(spec.module, config_dir), **opts["dims"]}
     fl = resolve(opts.pop("flavor"))
-    folder = Path(out) / (name or onnx.stem.split(".")[0])
+    folder = Path(out) / name if name else artifact_dir(out, spec) if spec else Path(out) / onnx.name.split(".")[0]
     path = folder / engine_name(precision, fl.name)
     rec = build_engine(onnx, spec, precision=precision, out_path=path, flavor=fl,
                        cache_dir=cache_dir or Path(out) / DEFAULT_CACHE, **opts)

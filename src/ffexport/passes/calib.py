@@ -107,9 +107,9 @@ def scan_folder(folder: str | Path, require_landmarks: bool, min_images: int = 1
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             face = load_face(p, require_landmarks=require_landmarks)
-        for w in caught:
-            warnings.warn(str(w.message), w.category, stacklevel=2)
-        if face is None:
+        if face is None:  # say why it was skipped; synthesised landmarks are irrelevant when not required
+            for w in caught:
+                warnings.warn(str(w.message), w.category, stacklevel=2)
             skipped.append(p.name)
             continue
         usable.append(p)

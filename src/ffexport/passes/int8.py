@@ -42,6 +42,12 @@ METHODS = ("minmax", "entropy", "percentile")
 MAX_ROUNDS = 8  # 1 + 2 + ... + 128 = 255 nodes at most
 PROFILE_FEEDS = 2
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# What is quantized by default: the weighted ops (their weights, inputs and outputs), which is where
+# INT8 pays and where TensorRT wants Q/DQ.  Quantizing every op onnxruntime can (Add, Mul, Concat,
+# Relu ...) was measured on this project's modules (benchmarks/results/cpu/NOTES.md): less accurate
+# everywhere (AdaIN / instance-norm arithmetic in INT8 costs the generator most) and no faster on the
+# CPU.  configs/<module>.yaml int8.op_types overrides it.
+DEFAULT_OP_TYPES = WEIGHTED_OPS
 # The extra options that give TensorRT's Q/DQ form (see the module docstring).
 EXTRA_OPTIONS = {
     "ActivationSymmetric": True,     # zero point 0 for activations
@@ -228,10 +234,11 @@ def int8(src: str | Path, dst: str | Path, judge, reader_factory: Callable[[Sequ
         raise InputSpecError(f"--exclude {unknown[0]}: no node of that name in {src.name} (weighted nodes: {sample} ...)")
     method = method or "minmax"
     _method(method)
+    op_types = list(op_types) if op_types else list(DEFAULT_OP_TYPES)
     extra = dict(EXTRA_OPTIONS, DedicatedQDQPair=bool(dedicated_qdq_pair))
     options = {"format": "QDQ", "activations": "int8 symmetric (zero point 0)",
                "weights": "int8 symmetric per-channel (zero point 0)", "bias": "float (QuantizeBias False)",
-               "method": method, "op_types": list(op_types) if op_types else "onnxruntime default (all it supports)",
+               "method": method, "op_types": op_types,
                "extra_options": extra}
     weighted = weighted_nodes(model)
     if not weighted:

@@ -197,12 +197,22 @@ class Run:
                                     "model (its code or weights changed since the export)")
 
     def export(self, force: bool = False) -> StepResult:
+        """The FP32 root: kept when it still matches the torch model, else exported (again) with the
+        checkpoint, seed and batch its record names."""
         from ..export.onnx import export_module
 
         t = self.target
         rec = t.export_record()
+        if rec is None and t.fp32.is_file() and not force:
+            raise ArtifactError(f"{t.fp32} has no export record in {t.folder / 'manifest.json'}: re-export it with "
+                                f"`ffexport onnx --module {self.spec.module} --force`, or pass it with --onnx")
+        key = (rec or {}).get("key", {})
+        ckpt = (rec or {}).get("inputs", {}).get("checkpoint")
+        if ckpt and not Path(ckpt).is_file():
+            raise ArtifactError(f"{t.fp32.name} was exported from checkpoint {ckpt}, which is gone: re-export with "
+                                f"`ffexport onnx --module {self.spec.module} --checkpoint PATH --force`")
         if (not force and rec and t.fp32.is_file() and sha256_file(t.fp32) == rec.get("sha256")
-                and rec.get("key", {}).get("opset") == self.spec.opset):
+                and key.get("opset") == self.spec.opset):
             check = self.judge().root_matches_torch()
             if check is None or check["passed"]:
                 self.say("export: up to date, skipped")
@@ -211,7 +221,9 @@ class Run:
                      "exporting again")
         else:
             self.say("export: exporting torch -> ONNX")
-        res = export_module(self.spec, t.out, force=True, progress=self._say)
+        batch = key.get("batch", "dynamic")
+        res = export_module(self.spec, t.out, checkpoint=ckpt, seed=int(key.get("seed", 0) or 0), force=True,
+                            batch=batch if batch == "dynamic" else int(batch), progress=self._say)
         if self._judge is not None:
             self._judge.reset_torch()
             self._judge.forget(t.fp32)
@@ -319,7 +331,9 @@ class Run:
         if method not in METHODS:
             raise UnknownNameError("calibration method", method, METHODS)
         excl = sorted(set(exclude) | set(cfg.get("exclude", [])))
-        op_types = cfg.get("op_types")
+        from .int8 import DEFAULT_OP_TYPES
+
+        op_types = list(cfg.get("op_types") or DEFAULT_OP_TYPES)
         dedicated = bool(cfg.get("dedicated_qdq_pair", False))
         name = self.target.names["int8"]
         options = {"method": method, "exclude": excl, "op_types": op_types, "dedicated_qdq_pair": dedicated,
