@@ -17,12 +17,31 @@ _ORT_TO_TORCH = {
 }
 
 
+def _dynamic_spatial(path: str | Path) -> bool:
+    """True when an input has a symbolic axis besides the batch (MTCNN's P-Net, the blender)."""
+    onnx = require("onnx")
+    try:
+        g = onnx.load(str(path), load_external_data=False).graph
+    except Exception:  # unreadable: the session below reports it in one line
+        return False
+    inits = {i.name for i in g.initializer}
+    return any(d.dim_param and i > 0 for vi in g.input if vi.name not in inits
+               for i, d in enumerate(vi.type.tensor_type.shape.dim))
+
+
 def ort_session(path: str | Path, device: str = "cpu", threads: int = 0, stream: int | None = None):
-    """An InferenceSession on ``device`` ('cpu' or 'cuda[:N]'), with a one-line error if it cannot load."""
+    """An InferenceSession on ``device`` ('cpu' or 'cuda[:N]'), with a one-line error if it cannot load.
+
+    CUDA: TF32 is off (an FP32 artifact computes in FP32, as its parity record says), and models whose
+    spatial axes are dynamic use cuDNN's heuristic algorithm choice, because the default exhaustive search
+    re-benchmarks every new input shape (an image pyramid would be re-tuned on every frame size).
+    CPU: worker threads do not spin-wait after a call, so they leave the cores to torch between stages.
+    """
     ort = require("onnxruntime", "running ONNX models")
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         opts.intra_op_num_threads = threads
     if device.startswith("cuda"):
@@ -31,7 +50,8 @@ def ort_session(path: str | Path, device: str = "cpu", threads: int = 0, stream:
                 f"onnxruntime {ort.__version__} here has no CUDA provider (providers: {ort.get_available_providers()}); "
                 "install onnxruntime-gpu: pip install 'ffexport[gpu]'")
         dev_id = int(device.split(":")[1]) if ":" in device else 0
-        cuda_opts = {"device_id": dev_id}
+        cuda_opts = {"device_id": dev_id, "use_tf32": "0",
+                     "cudnn_conv_algo_search": "HEURISTIC" if _dynamic_spatial(path) else "EXHAUSTIVE"}
         if stream is not None:
             cuda_opts["user_compute_stream"] = str(stream)
         providers = [("CUDAExecutionProvider", cuda_opts), "CPUExecutionProvider"]
