@@ -282,16 +282,22 @@ class Run:
         name = self.target.names["sim"]
         options = {"tool": tool}
         key = self._key("simplify", parent, options, "fp32")
+        return self._run(name, "simplify", parent, options, key, force,
+                         lambda dst: simplify(parent, dst, self.judge(), tool=tool, progress=self.say))
+
+    def _run(self, name: str, step: str, parent: Path, options: dict, key: dict, force: bool, make,
+             calibration: bool = False) -> StepResult:
+        """Skip ``name`` when its key is current; else ``make(dst)`` and record it with the faces used."""
         hit = self._skip(name, key, force)
         if hit:
             return hit
         ensure_writable_dir(self.target.folder)
         t0 = time.time()
         dst = self.target.folder / name
-        fields = simplify(parent, dst, self.judge(), tool=tool, progress=self.say)
-        inputs = self._inputs()
+        fields = make(dst)
+        inputs = self._inputs(calibration=calibration)
         inputs["torch_reference"] = self.judge().torch_note or None
-        return self._put(name, dst, parent, "simplify", options, key, t0, fields, inputs)
+        return self._put(name, dst, parent, step, options, key, t0, fields, inputs)
 
     def fp16(self, parent: Path, force: bool = False, keep_io_types: bool | None = None) -> StepResult:
         from .fp16 import fp16
@@ -305,17 +311,9 @@ class Run:
         name = self.target.names["fp16"]
         options = {"keep_io_types": kio, "block_ops": block_ops, "keep_fp32": keep_nodes}
         key = self._key("fp16", parent, options, "fp16")
-        hit = self._skip(name, key, force)
-        if hit:
-            return hit
-        ensure_writable_dir(self.target.folder)
-        t0 = time.time()
-        dst = self.target.folder / name
-        fields = fp16(parent, dst, self.judge(), keep_io_types=kio, block_ops=block_ops, keep_nodes=keep_nodes,
-                      progress=self.say)
-        inputs = self._inputs()
-        inputs["torch_reference"] = self.judge().torch_note or None
-        return self._put(name, dst, parent, "fp16", options, key, t0, fields, inputs)
+        return self._run(name, "fp16", parent, options, key, force,
+                         lambda dst: fp16(parent, dst, self.judge(), keep_io_types=kio, block_ops=block_ops,
+                                          keep_nodes=keep_nodes, progress=self.say))
 
     def int8(self, parent: Path, force: bool = False, method: str | None = None,
              exclude: Iterable[str] = ()) -> StepResult:
@@ -339,23 +337,14 @@ class Run:
         options = {"method": method, "exclude": excl, "op_types": op_types, "dedicated_qdq_pair": dedicated,
                    "samples": len(self.split()[0])}
         key = self._key("int8", parent, options, "int8", calibration=True)
-        hit = self._skip(name, key, force)
-        if hit:
-            return hit
-        ensure_writable_dir(self.target.folder)
-        t0 = time.time()
-        dst = self.target.folder / name
-        calib_items = self.split()[0]
-        fs = self.faceset()
 
         def reader(input_names):
-            return C.calibration_reader(self.target, fs, calib_items, self.sources(), input_names)
+            return C.calibration_reader(self.target, self.faceset(), self.split()[0], self.sources(), input_names)
 
-        fields = int8(parent, dst, self.judge(), reader, method=method, exclude=excl, op_types=op_types,
-                      dedicated_qdq_pair=dedicated, progress=self.say)
-        inputs = self._inputs(calibration=True)
-        inputs["torch_reference"] = self.judge().torch_note or None
-        return self._put(name, dst, parent, "int8", options, key, t0, fields, inputs)
+        return self._run(name, "int8", parent, options, key, force,
+                         lambda dst: int8(parent, dst, self.judge(), reader, method=method, exclude=excl,
+                                          op_types=op_types, dedicated_qdq_pair=dedicated, progress=self.say),
+                         calibration=True)
 
 
 def _known(cfg: dict, keys: set, section: str, module: str) -> None:
