@@ -19,6 +19,10 @@
 # same command again on the same machine reuses the artifacts and measured rows (--resume) and measures
 # only the rest. Results: results.json, results.md, the PNG plots and bench.log in $OUT/<gpu-name>/
 # (OUT defaults to benchmarks/results).
+#
+# SEED=benchmarks/results/<gpu-name>/results.json starts from committed results on a fresh machine (their
+# measured rows are kept, as with --resume); REDO=pipeline drops the pipeline rows from the seed so that
+# they are measured again (REDO=all: every row).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results}
@@ -45,6 +49,8 @@ for m in ("onnxruntime", "torch", "av", "onnxsim", "onnxslim", "onnxconverter_co
     except Exception as exc:
         print(f"[sweep] {m} MISSING ({type(exc).__name__}: {exc})")
 EOF
+
+[ -n "${SEED:-}" ] && python3 benchmarks/seed_results.py "$SEED" "$WORK/results" "${REDO:-}"
 
 python3 -m ffexport bench \
   --modules all --backends torch,ort,trt,ort:cpu --precisions fp32,fp16,int8 --batch 1,8 --batch-cpu 1 --precisions-cpu fp32,int8 \

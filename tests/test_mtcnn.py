@@ -134,6 +134,36 @@ def test_bounded_batch_runner_gives_the_same_faces(detector, astronaut):
     assert torch.allclose(a[0], b[0], atol=1e-3) and torch.allclose(a[1], b[1], atol=1e-3)
 
 
+def test_padded_batches_give_the_same_faces_and_only_bucket_sizes(detector, astronaut):
+    """R-/O-Net batches padded to powers of two (for runners that re-plan per shape): same faces."""
+    seen = {"rnet": set(), "onet": set()}
+
+    def spy(net, name):
+        def call(feeds):
+            seen[name].add(feeds["input"].shape[0])
+            return net(feeds)
+        return call
+
+    padded = MTCNNDetector(detector.pnet, spy(detector.rnet, "rnet"), spy(detector.onet, "onet"), pad_batches=True)
+    frames = torch.cat([astronaut, astronaut.flip(-1)])
+    for (a_box, a_pts, a_s), (b_box, b_pts, b_s) in zip(detector.detect(frames), padded.detect(frames)):
+        assert a_box.shape == b_box.shape == (1, 4)
+        assert torch.allclose(a_box, b_box, atol=1e-4) and torch.allclose(a_pts, b_pts, atol=1e-4)
+        assert torch.allclose(a_s, b_s, atol=1e-6)
+    sizes = seen["rnet"] | seen["onet"]
+    assert sizes and all(n >= 16 and n & (n - 1) == 0 for n in sizes), sizes
+    capped = MTCNNDetector(detector.pnet, detector.rnet, detector.onet, pad_batches=True, max_batch=12)
+    c = capped.detect(astronaut)[0]
+    assert torch.allclose(c[0], detector.detect(astronaut)[0][0], atol=1e-4)
+
+
+def test_bucket_sizes():
+    from ffexport.pipeline.mtcnn import bucket
+
+    assert [bucket(n) for n in (1, 16, 17, 100, 4096)] == [16, 16, 32, 128, 4096]
+    assert bucket(5, cap=8) == 8 and bucket(8, cap=8) == 8 and bucket(3, cap=32) == 16
+
+
 def test_crop_boxes_pixel_convention():
     img = torch.arange(2 * 3 * 60 * 80, dtype=torch.float32).reshape(2, 3, 60, 80)
     boxes = torch.tensor([[10.0, 5.0, 34.0, 29.0], [0.0, 0.0, 24.0, 24.0]])

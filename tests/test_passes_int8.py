@@ -117,3 +117,17 @@ def test_calibration_streams(tmp_path, exported_small, monkeypatch):
     first = events.index("collect")
     assert events.count("load") >= 12 and events.count("collect") >= 2
     assert events[:first].count("load") <= 9, "calibration loaded every face before calibrating"
+
+
+def test_shape_inference_leaves_the_working_directory_clean(tmp_path, exported_small, monkeypatch):
+    """onnxruntime's symbolic shape inference gives up on the detector and dumps its partial model
+    (plus a uuid-named .data file) into the working directory; the pass runs it elsewhere."""
+    from ffexport.passes.int8 import _pre_process
+
+    _, path = exported_small("detector")
+    cwd = tmp_path / "user-project"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    label = _pre_process(path, tmp_path / "pre.onnx")
+    assert "shape inference" in label and (tmp_path / "pre.onnx").is_file()
+    assert sorted(p.name for p in cwd.iterdir()) == []

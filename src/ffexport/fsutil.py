@@ -44,6 +44,10 @@ def check_overwrite(path: str | os.PathLike, force: bool) -> None:
         raise OutputExistsError(f"{path} already exists; pass --force to overwrite it")
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it over ``final`` only on success.
@@ -57,6 +61,9 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():  # mkstemp makes owner-only files; artifacts get the usual permissions
+            mode = final.stat().st_mode & 0o777 if final.exists() else 0o666 & ~_UMASK
+            os.chmod(tmp_path, mode)
         os.replace(tmp_path, final)
     finally:
         if tmp_path.exists():

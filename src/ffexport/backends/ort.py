@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Mapping
 
@@ -29,6 +30,22 @@ def _dynamic_spatial(path: str | Path) -> bool:
                for i, d in enumerate(vi.type.tensor_type.shape.dim))
 
 
+_LOGGER_SET = False
+
+
+def _quiet_default_logger(ort) -> None:
+    """onnxruntime's process-wide logger prints recoverable events as errors (cuDNN frontend plans it
+    then replaces, provider notices); failures still raise, and ffexport reports those in one line.
+    FFEXPORT_ORT_LOG_SEVERITY (0 verbose .. 4 fatal, default 4) sets it."""
+    global _LOGGER_SET
+    if not _LOGGER_SET:
+        import os
+
+        level = os.environ.get("FFEXPORT_ORT_LOG_SEVERITY", "4")
+        ort.set_default_logger_severity(int(level) if level.isdigit() and int(level) <= 4 else 4)
+        _LOGGER_SET = True
+
+
 def ort_session(path: str | Path, device: str = "cpu", threads: int = 0, stream: int | None = None):
     """An InferenceSession on ``device`` ('cpu' or 'cuda[:N]'), with a one-line error if it cannot load.
 
@@ -38,6 +55,7 @@ def ort_session(path: str | Path, device: str = "cpu", threads: int = 0, stream:
     CPU: worker threads do not spin-wait after a call, so they leave the cores to torch between stages.
     """
     ort = require("onnxruntime", "running ONNX models")
+    _quiet_default_logger(ort)
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
@@ -68,23 +86,50 @@ def ort_session(path: str | Path, device: str = "cpu", threads: int = 0, stream:
     return sess
 
 
+SHAPE_SESSIONS = 16  # sessions kept per small model on CUDA, one per input shape (see OrtRunner)
+SMALL_MODEL_BYTES = 64 << 20
+
+
 class OrtRunner(Runner):
     """Runs an ONNX file. On CUDA, torch tensors are bound in place with IO binding and
-    outputs are written straight into torch tensors on the same device and stream."""
+    outputs are written straight into torch tensors on the same device.
+
+    CUDA ordering: onnxruntime runs on a stream of its own (one per runner) that first waits for
+    the caller's current torch stream, so kernels torch has queued to produce the inputs finish
+    before onnxruntime reads them, and torch's later work waits for onnxruntime's.  (torch's default
+    stream is the legacy stream, handle 0, which onnxruntime cannot share: without this ordering it
+    reads inputs that are still being written.)
+
+    Shapes: onnxruntime's CUDA kernels keep their tuned state for the last input shape only, so a
+    session fed a new shape on every call re-plans every call (an image pyramid, a batch of
+    candidates that changes per frame: 5-40 ms a call instead of 0.2 ms; measured by
+    benchmarks/ort_shape_overhead.py).  On CUDA a model of at most 64 MB with dynamic axes therefore
+    gives every input shape that comes back a session of its own, up to ``shape_sessions``
+    (default 16) kept, least recently used dropped.  Larger models keep one session (each session
+    holds its own copy of the weights on the GPU).
+    """
 
     backend = "ort"
 
-    def __init__(self, path: str | Path, spec=None, device: str = "cpu", threads: int = 0, name: str = ""):
+    def __init__(self, path: str | Path, spec=None, device: str = "cpu", threads: int = 0, name: str = "",
+                 shape_sessions: int | None = None):
         super().__init__(name or Path(path).name, device, spec)
         self.path = Path(path)
         self.threads = threads
         self.sess = None
+        self.shape_sessions = shape_sessions
+        self._sessions: "OrderedDict[tuple, object]" = OrderedDict()
+        self._seen: "OrderedDict[tuple, None]" = OrderedDict()
+        self._stream = None
 
     def activate_impl(self) -> None:
         torch = require("torch")
         t0 = time.perf_counter()
-        stream = torch.cuda.current_stream().cuda_stream if self.device.startswith("cuda") else None
-        self.sess = ort_session(self.path, self.device, self.threads, stream)
+        cuda = self.device.startswith("cuda")
+        if cuda:
+            dev = torch.device(self.device)
+            self._stream = torch.cuda.Stream(device=dev)
+        self.sess = self._new_session()
         self.load_time_s = time.perf_counter() - t0
         ins, outs = self.sess.get_inputs(), self.sess.get_outputs()
         self.input_names = [i.name for i in ins]
@@ -94,6 +139,36 @@ class OrtRunner(Runner):
         self._out_dtype = {o.name: getattr(torch, _ORT_TO_TORCH.get(o.type, "float32")) for o in outs}
         self._in_dims = {i.name: list(i.shape) for i in ins}
         self._out_dims = {o.name: list(o.shape) for o in outs}
+        dynamic = any(not isinstance(d, int) for dims in self._in_dims.values() for d in dims)
+        if self.shape_sessions is None:
+            small = _weight_bytes(self.path) <= SMALL_MODEL_BYTES
+            self.shape_sessions = SHAPE_SESSIONS if (cuda and dynamic and small) else 1
+        self._sessions.clear()
+        self._seen.clear()
+
+    def _new_session(self):
+        stream = self._stream.cuda_stream if self._stream is not None else None
+        return ort_session(self.path, self.device, self.threads, stream)
+
+    def _session_for(self, key: tuple):
+        """The session for inputs of shape ``key``: a shape seen before gets a session of its own (up to
+        ``shape_sessions``, least recently used dropped); a shape seen once runs on the shared one,
+        so shapes that never repeat (a paste box per face) cost no session."""
+        if (self.shape_sessions or 1) <= 1:
+            return self.sess
+        sess = self._sessions.get(key)
+        if sess is not None:
+            self._sessions.move_to_end(key)
+            return sess
+        if key not in self._seen:
+            self._seen[key] = None
+            while len(self._seen) > 16 * self.shape_sessions:
+                self._seen.popitem(last=False)
+            return self.sess
+        sess = self._sessions[key] = self._new_session()
+        if len(self._sessions) > self.shape_sessions:
+            self._sessions.popitem(last=False)
+        return sess
 
     def _cast(self, name, t):
         want = self._in_dtype[name]
@@ -104,7 +179,8 @@ class OrtRunner(Runner):
             return self._infer_cuda(feeds)
         torch = require("torch")
         arrays = {n: self._cast(n, t).detach().cpu().contiguous().numpy() for n, t in feeds.items()}
-        outs = self.sess.run(self.output_names, arrays)
+        sess = self._session_for(tuple(tuple(arrays[n].shape) for n in self.input_names))
+        outs = sess.run(self.output_names, arrays)
         return {n: torch.from_numpy(o) for n, o in zip(self.output_names, outs)}
 
     def _output_shape(self, name: str, feeds) -> list[int] | None:
@@ -127,16 +203,16 @@ class OrtRunner(Runner):
     def _infer_cuda(self, feeds) -> dict:
         torch = require("torch")
         dev = torch.device(self.device)
-        binding = self.sess.io_binding()
-        keep = []  # keep contiguous copies alive until the run ends
-        for n in self.input_names:
-            t = self._cast(n, feeds[n].to(dev, non_blocking=True)).contiguous()
-            keep.append(t)
+        caller = torch.cuda.current_stream(dev)
+        inputs = {n: self._cast(n, feeds[n].to(dev, non_blocking=True)).contiguous() for n in self.input_names}
+        sess = self._session_for(tuple(tuple(t.shape) for t in inputs.values()))
+        binding = sess.io_binding()
+        for n, t in inputs.items():
             binding.bind_input(n, "cuda", dev.index or 0, _np_dtype(t.dtype), list(t.shape), t.data_ptr())
         outs: dict = {}
         late = []
         for n in self.output_names:
-            shape = self._output_shape(n, feeds)
+            shape = self._output_shape(n, inputs)
             if shape is None:
                 binding.bind_output(n, "cuda", dev.index or 0)
                 late.append(n)
@@ -144,7 +220,12 @@ class OrtRunner(Runner):
             o = torch.empty(shape, dtype=self._out_dtype[n], device=dev)
             binding.bind_output(n, "cuda", dev.index or 0, _np_dtype(o.dtype), shape, o.data_ptr())
             outs[n] = o
-        self.sess.run_with_iobinding(binding)
+        stream = self._stream
+        stream.wait_stream(caller)  # what torch queued to produce the inputs runs first
+        for t in (*inputs.values(), *outs.values()):
+            t.record_stream(stream)  # the allocator may not hand this memory out before onnxruntime is done
+        sess.run_with_iobinding(binding)
+        caller.wait_stream(stream)
         if late:  # shapes not derivable from the inputs: ORT allocated them on the device; take them over
             values = dict(zip(self.output_names, binding.get_outputs()))
             for n in late:
@@ -153,12 +234,32 @@ class OrtRunner(Runner):
 
     def deactivate_impl(self) -> None:
         self.sess = None
+        self._sessions.clear()
+        self._seen.clear()
+        self._stream = None
 
     def describe(self) -> dict:
         d = super().describe()
         if self.sess is not None:
             d["providers"] = self.sess.get_providers()
+            if (self.shape_sessions or 1) > 1:
+                d["shape_sessions"] = f"{len(self._sessions)} of at most {self.shape_sessions}"
         return d
+
+
+def _weight_bytes(path: Path) -> int:
+    """Size of the model file plus the external data its initializers point to."""
+    onnx = require("onnx")
+    size = path.stat().st_size
+    try:
+        g = onnx.load(str(path), load_external_data=False).graph
+    except Exception:
+        return size
+    for init in g.initializer:
+        for kv in init.external_data:
+            if kv.key == "length":
+                size += int(kv.value)
+    return size
 
 
 def _ortvalue_to_torch(value, dev):

@@ -138,14 +138,18 @@ def _pre_process(src: Path, dst: Path) -> str:
     quiet = logging.getLogger()
     level = quiet.level
     quiet.setLevel(logging.ERROR)
+    src, dst = Path(src).resolve(), Path(dst).resolve()
     try:
-        for kw, label in (({}, "onnxruntime quant_pre_process (symbolic + ONNX shape inference)"),
-                          ({"skip_symbolic_shape": True}, "onnxruntime quant_pre_process (ONNX shape inference)")):
-            try:
-                quant_pre_process(str(src), str(dst), skip_optimization=True, **kw)
-                return label
-            except Exception:  # symbolic shape inference fails on some graphs; the next option is tried
-                continue
+        # when symbolic shape inference gives up, onnxruntime dumps its partial model (and its weights
+        # as a uuid-named .data file) into the working directory: run it from a scratch directory
+        with tempfile.TemporaryDirectory(prefix="ffexport-shape-") as scratch, contextlib.chdir(scratch):
+            for kw, label in (({}, "onnxruntime quant_pre_process (symbolic + ONNX shape inference)"),
+                              ({"skip_symbolic_shape": True}, "onnxruntime quant_pre_process (ONNX shape inference)")):
+                try:
+                    quant_pre_process(str(src), str(dst), skip_optimization=True, **kw)
+                    return label
+                except Exception:  # symbolic shape inference fails on some graphs; the next option is tried
+                    continue
     finally:
         quiet.setLevel(level)
     dst.write_bytes(src.read_bytes())

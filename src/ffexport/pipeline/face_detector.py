@@ -50,9 +50,11 @@ class FaceDetector:
                 self.stages[m] = make_stage(m)
             last = 0.7 if score_threshold is None else float(score_threshold)
             batch = [s.max_batch for s in self.stages.values() if s.max_batch]
+            # onnxruntime on CUDA re-plans on every new input shape: give it a few batch sizes only
+            pad = self.device.type == "cuda" and any(self.stages[m].backend == "ort" for m in MTCNN_MODULES[1:])
             self._cascade = MTCNNDetector(*(self.stages[m] for m in MTCNN_MODULES), device=self.device,
                                           thresholds=(0.6, 0.7, last), min_face=min_face,
-                                          max_batch=min(batch) if batch else None)
+                                          max_batch=min(batch) if batch else None, pad_batches=pad)
         else:
             self.stages["detector"] = make_stage("detector")
             self.score_threshold = 0.5 if score_threshold is None else float(score_threshold)

@@ -134,12 +134,19 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, image_index: torch.Te
     return iou_nms(shifted, scores, threshold)
 
 
+def bucket(n: int, cap: int | None = None, smallest: int = 16) -> int:
+    """The batch ``n`` rounds up to: the next power of two, at least ``smallest``, at most ``cap``."""
+    size = max(smallest, 1 << max(0, n - 1).bit_length())
+    return max(n, min(size, cap)) if cap else size
+
+
 class MTCNNDetector:
     """Multi-scale MTCNN face detection over a batch of equally sized RGB frames."""
 
     def __init__(self, pnet: Net, rnet: Net, onet: Net, device: torch.device | str = "cpu",
                  thresholds: Sequence[float] = (0.6, 0.7, 0.7), min_face: float = 20, factor: float = 0.709,
-                 nms_thresholds: Sequence[float] = (0.5, 0.7, 0.7, 0.7), max_batch: int | None = None):
+                 nms_thresholds: Sequence[float] = (0.5, 0.7, 0.7, 0.7), max_batch: int | None = None,
+                 pad_batches: bool = False):
         if not 0.0 < factor < 1.0:
             raise ValueError(f"pyramid factor must be in (0, 1), got {factor}")
         if min_face < 1:
@@ -150,6 +157,9 @@ class MTCNNDetector:
         self.min_face, self.factor = float(min_face), float(factor)
         self.nms_thresholds = tuple(float(t) for t in nms_thresholds)  # per level, all levels, R-Net, O-Net
         self.max_batch = max_batch  # split R-/O-Net calls (runners with a bounded batch profile)
+        # R-/O-Net batches (the candidate count, new every frame) padded to powers of two: runners that
+        # re-plan on every new input shape (onnxruntime CUDA) then see a handful of shapes
+        self.pad_batches = bool(pad_batches)
 
     @classmethod
     def from_torch(cls, device: torch.device | str = "cpu", **kwargs) -> "MTCNNDetector":
@@ -175,11 +185,22 @@ class MTCNNDetector:
         return out
 
     # stages ------------------------------------------------------------------------------
-    def _run(self, net: Net, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.max_batch is None or x.shape[0] <= self.max_batch:
-            return {k: v.to(self.device) for k, v in net({"input": x}).items()}
-        parts = [net({"input": x[i:i + self.max_batch]}) for i in range(0, x.shape[0], self.max_batch)]
-        return {k: torch.cat([p[k].to(self.device) for p in parts]) for k in parts[0]}
+    def _run(self, net: Net, x: torch.Tensor, pad: bool = False) -> dict[str, torch.Tensor]:
+        n = x.shape[0]
+        step = self.max_batch or max(n, 1)
+        parts = []
+        for i in range(0, max(n, 1), step):
+            chunk = x[i:i + step]
+            m = chunk.shape[0]
+            if pad and self.pad_batches and m:
+                size = bucket(m, self.max_batch)
+                if size > m:
+                    chunk = torch.cat([chunk, chunk.new_zeros(size - m, *chunk.shape[1:])])
+            out = net({"input": chunk})
+            parts.append({k: v[:m].to(self.device) for k, v in out.items()})
+        if len(parts) == 1:
+            return parts[0]
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     def _propose(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """P-Net over the pyramid: square candidate boxes, their scores and image indices."""
@@ -214,7 +235,7 @@ class MTCNNDetector:
 
     def _refine(self, images, boxes, index):
         """R-Net: rescore and refine candidates."""
-        out = self._run(self.rnet, normalise(crop_boxes(images, boxes, 24, index)))
+        out = self._run(self.rnet, normalise(crop_boxes(images, boxes, 24, index)), pad=True)
         score = out["prob"][:, 1].float()
         ok = score > self.thresholds[1]
         boxes, score, index, reg = boxes[ok], score[ok], index[ok], out["reg"][ok].float()
@@ -223,7 +244,7 @@ class MTCNNDetector:
 
     def _output(self, images, boxes, index):
         """O-Net: final scores, boxes and landmarks."""
-        out = self._run(self.onet, normalise(crop_boxes(images, boxes, 48, index)))
+        out = self._run(self.onet, normalise(crop_boxes(images, boxes, 48, index)), pad=True)
         score = out["prob"][:, 1].float()
         ok = score > self.thresholds[2]
         boxes, score, index = boxes[ok], score[ok], index[ok]

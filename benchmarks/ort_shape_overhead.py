@@ -1,0 +1,66 @@
+"""Per-call cost of onnxruntime CUDA sessions when the input shape changes between calls.
+
+    PYTHONPATH=src python benchmarks/ort_shape_overhead.py --artifacts DIR [--out FILE]
+
+P-Net over a pyramid's level shapes: one session fed every shape in turn, against one session per
+shape; R-Net with a batch that changes every call, against batches padded to powers of two.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--artifacts", required=True)
+    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--out", default="")
+    a = ap.parse_args()
+    from ffexport import specs
+    from ffexport.backends.ort import OrtRunner
+    from ffexport.pipeline.stages import onnx_artifact
+
+    def timed(fn, feeds_list, rounds=5):
+        for f in feeds_list:
+            fn(f)
+        torch.cuda.synchronize()
+        ms = []
+        for _ in range(rounds):
+            for f in feeds_list:
+                t0 = time.perf_counter()
+                fn(f)
+                torch.cuda.synchronize()
+                ms.append((time.perf_counter() - t0) * 1e3)
+        return round(statistics.median(ms), 3)
+
+    res = {}
+    p = onnx_artifact(specs.get("mtcnn_pnet"), a.precision, a.artifacts, build_missing=False)
+    shapes = [(1, 3, int(720 * 0.6 * 0.709 ** k), int(1280 * 0.6 * 0.709 ** k)) for k in range(10)]
+    feeds = [{"input": torch.randn(s, device="cuda")} for s in shapes]
+    one = OrtRunner(p, device="cuda"); one.activate()
+    res["pnet_same_shape_ms"] = timed(one.infer, [feeds[0]] * 10)
+    res["pnet_one_session_cycling_shapes_ms"] = timed(one.infer, feeds)
+    per = [OrtRunner(p, device="cuda") for _ in shapes]
+    for r in per:
+        r.activate()
+    res["pnet_session_per_shape_ms"] = timed(lambda f: per[shapes.index(tuple(f["input"].shape))].infer(f), feeds)
+    r = onnx_artifact(specs.get("mtcnn_rnet"), a.precision, a.artifacts, build_missing=False)
+    rn = OrtRunner(r, device="cuda"); rn.activate()
+    sizes = [37, 52, 41, 60, 33, 47, 55, 39]
+    res["rnet_batch_changing_ms"] = timed(rn.infer, [{"input": torch.randn(n, 3, 24, 24, device="cuda")} for n in sizes])
+    res["rnet_batch_padded_pow2_ms"] = timed(rn.infer, [{"input": torch.randn(64, 3, 24, 24, device="cuda")} for n in sizes])
+    rn2 = OrtRunner(r, device="cuda"); rn2.activate()
+    res["rnet_alternating_two_batches_ms"] = timed(rn2.infer, [{"input": torch.randn(n, 3, 24, 24, device="cuda")} for n in (32, 64)])
+    print(json.dumps(res, indent=1))
+    if a.out:
+        Path(a.out).write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
