@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ffexport.backends.ort import SHAPE_SESSIONS, OrtRunner, _weight_bytes
+from ffexport.backends.ort import SHAPE_SESSIONS, OrtRunner, _model_facts
 from ort_models import scale_model
 
 
@@ -41,7 +41,10 @@ def test_repeated_shapes_get_their_own_sessions_least_recently_used_dropped(tmp_
     assert r.sess is None and not r._sessions     # closed: every session released
 
 
-def test_weight_bytes_counts_the_file(tmp_path):
+def test_model_facts_size_and_convolutions(tmp_path, exported_small):
     p = scale_model(tmp_path / "m.onnx")
-    assert _weight_bytes(p) == p.stat().st_size
+    assert _model_facts(p) == (p.stat().st_size, False)  # no convolution: one session even on CUDA
+    _, pnet = exported_small("mtcnn_pnet")
+    size, convs = _model_facts(pnet)
+    assert convs and size >= pnet.stat().st_size
     assert SHAPE_SESSIONS >= 11  # an image pyramid's levels fit (MTCNN at 1280x720: 11 levels)

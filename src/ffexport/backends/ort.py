@@ -103,8 +103,8 @@ class OrtRunner(Runner):
     Shapes: onnxruntime's CUDA kernels keep their tuned state for the last input shape only, so a
     session fed a new shape on every call re-plans every call (an image pyramid, a batch of
     candidates that changes per frame: 5-40 ms a call instead of 0.2 ms; measured by
-    benchmarks/ort_shape_overhead.py).  On CUDA a model of at most 64 MB with dynamic axes therefore
-    gives every input shape that comes back a session of its own, up to ``shape_sessions``
+    benchmarks/ort_shape_overhead.py).  On CUDA a convolutional model of at most 64 MB with dynamic
+    axes therefore gives every input shape that comes back a session of its own, up to ``shape_sessions``
     (default 16) kept, least recently used dropped.  Larger models keep one session (each session
     holds its own copy of the weights on the GPU).
     """
@@ -141,8 +141,8 @@ class OrtRunner(Runner):
         self._out_dims = {o.name: list(o.shape) for o in outs}
         dynamic = any(not isinstance(d, int) for dims in self._in_dims.values() for d in dims)
         if self.shape_sessions is None:
-            small = _weight_bytes(self.path) <= SMALL_MODEL_BYTES
-            self.shape_sessions = SHAPE_SESSIONS if (cuda and dynamic and small) else 1
+            size, convs = _model_facts(self.path)
+            self.shape_sessions = SHAPE_SESSIONS if (cuda and dynamic and convs and size <= SMALL_MODEL_BYTES) else 1
         self._sessions.clear()
         self._seen.clear()
 
@@ -247,19 +247,19 @@ class OrtRunner(Runner):
         return d
 
 
-def _weight_bytes(path: Path) -> int:
-    """Size of the model file plus the external data its initializers point to."""
+def _model_facts(path: Path) -> tuple[int, bool]:
+    """(bytes of the model file plus the external data its initializers point to, whether it has convolutions)."""
     onnx = require("onnx")
     size = path.stat().st_size
     try:
         g = onnx.load(str(path), load_external_data=False).graph
     except Exception:
-        return size
+        return size, False
     for init in g.initializer:
         for kv in init.external_data:
             if kv.key == "length":
                 size += int(kv.value)
-    return size
+    return size, any(n.op_type in ("Conv", "ConvTranspose", "QLinearConv") for n in g.node)
 
 
 def _ortvalue_to_torch(value, dev):
