@@ -4,6 +4,7 @@
 
 P-Net over a pyramid's level shapes: one session fed every shape in turn, against one session per
 shape; R-Net with a batch that changes every call, against batches padded to powers of two.
+--big MODULE,...: a large model (one session) fed batch 1, 2, 1, 2 ... against batch 1 only, per call.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ def main() -> None:
     ap.add_argument("--artifacts", required=True)
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--out", default="")
+    ap.add_argument("--big", default="", help="large modules to time with a batch alternating 1, 2")
     a = ap.parse_args()
     from ffexport import specs
     from ffexport.backends.ort import OrtRunner
@@ -57,6 +59,22 @@ def main() -> None:
     res["rnet_batch_padded_pow2_ms"] = timed(rn.infer, [{"input": torch.randn(64, 3, 24, 24, device="cuda")} for n in sizes])
     rn2 = OrtRunner(r, device="cuda"); rn2.activate()
     res["rnet_alternating_two_batches_ms"] = timed(rn2.infer, [{"input": torch.randn(n, 3, 24, 24, device="cuda")} for n in (32, 64)])
+    for module in filter(None, a.big.split(",")):
+        from ffexport.config import resolve_spec
+
+        spec = resolve_spec(module)
+        path = onnx_artifact(spec, a.precision, a.artifacts, build_missing=False)
+        big = OrtRunner(path, spec=spec, device="cuda")
+        big.activate()
+
+        def feeds(n, big=big):
+            return {k: torch.randn([n if d is None else d for d in shape], device="cuda")
+                    for k, shape in big.input_shapes.items()}
+
+        res[f"{module}_batch_1_ms"] = timed(big.infer, [feeds(1)] * 4, rounds=3)
+        res[f"{module}_batch_alternating_1_2_ms"] = timed(big.infer, [feeds(1), feeds(2)], rounds=3)
+        res[f"{module}_sessions"] = big.shape_sessions
+        big.deactivate()
     print(json.dumps(res, indent=1))
     if a.out:
         Path(a.out).write_text(json.dumps(res, indent=1))

@@ -232,3 +232,37 @@ def test_encoder_failure_is_one_line_and_leaves_no_output(tmp_path):
         transcode(src, tmp_path / "out" / "o.mp4", lambda frames: frames, progress=False, preset="bogus")
     assert str(err.value).startswith(f"encoding {tmp_path / 'out' / 'o.mp4'} failed") and "\n" not in str(err.value)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_ort_cuda_stage_feeds_large_convolutional_models_one_item_at_a_time():
+    """A model in one onnxruntime CUDA session re-plans on every new batch: the stage splits instead."""
+    from types import SimpleNamespace
+
+    from ffexport import specs
+    from ffexport.pipeline.stages import Stage
+
+    spec = specs.get("generator")
+
+    def stage(backend, **kw):
+        runner = SimpleNamespace(**{"device": "cuda", "convolutional": True, "shape_sessions": 1, **kw})
+        return Stage(spec, runner, backend, "fp32")
+
+    assert stage("ort").max_batch == 1
+    assert stage("ort", shape_sessions=16).max_batch is None   # small models: a session per batch size
+    assert stage("ort", convolutional=False).max_batch is None  # no cuDNN plans to redo
+    assert stage("ort", device="cpu").max_batch is None
+    assert stage("torch").max_batch is None
+    assert stage("trt").max_batch == int(spec.batch_profile[2])
+    calls = []
+
+    class Runner:
+        device, convolutional, shape_sessions = "cuda", True, 1
+
+        def infer(self, feeds):
+            calls.append(feeds["target"].shape[0])
+            return {"output": feeds["target"] * 2}
+
+    s = Stage(spec, Runner(), "ort", "fp32")
+    x = torch.arange(3 * 2, dtype=torch.float32).reshape(3, 2)
+    out = s.run({"target": x, "source": torch.zeros(3, 4)})
+    assert calls == [1, 1, 1] and torch.equal(out["output"], x * 2)

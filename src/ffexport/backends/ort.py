@@ -106,7 +106,9 @@ class OrtRunner(Runner):
     benchmarks/ort_shape_overhead.py).  On CUDA a convolutional model of at most 64 MB with dynamic
     axes therefore gives every input shape that comes back a session of its own, up to ``shape_sessions``
     (default 16) kept, least recently used dropped.  Larger models keep one session (each session
-    holds its own copy of the weights on the GPU).
+    holds its own copy of the weights on the GPU); the pipeline calls those with one face at a time
+    (:class:`ffexport.pipeline.stages.Stage`), so a frame with a second face costs a second call,
+    not two re-plans of a 500 MB model (benchmarks/ort_shape_overhead.py --big measures both).
     """
 
     backend = "ort"
@@ -121,6 +123,7 @@ class OrtRunner(Runner):
         self._sessions: "OrderedDict[tuple, object]" = OrderedDict()
         self._seen: "OrderedDict[tuple, None]" = OrderedDict()
         self._stream = None
+        self.convolutional = False
 
     def activate_impl(self) -> None:
         torch = require("torch")
@@ -140,8 +143,9 @@ class OrtRunner(Runner):
         self._in_dims = {i.name: list(i.shape) for i in ins}
         self._out_dims = {o.name: list(o.shape) for o in outs}
         dynamic = any(not isinstance(d, int) for dims in self._in_dims.values() for d in dims)
+        size, convs = _model_facts(self.path)
+        self.convolutional = convs
         if self.shape_sessions is None:
-            size, convs = _model_facts(self.path)
             self.shape_sessions = SHAPE_SESSIONS if (cuda and dynamic and convs and size <= SMALL_MODEL_BYTES) else 1
         self._sessions.clear()
         self._seen.clear()

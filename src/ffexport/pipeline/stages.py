@@ -44,6 +44,12 @@ class Stage:
         self.backend, self.precision, self.source = backend, precision, source
         # largest batch one call may take (TensorRT engines are built for a batch profile)
         self.max_batch: int | None = int(spec.batch_profile[2]) if backend == "trt" else None
+        # onnxruntime CUDA re-plans a convolutional model whenever its input shape changes; a model kept
+        # in one session (too large for a session per shape) is fed one item at a time instead, so the
+        # number of faces in a frame never changes its shape
+        if (backend == "ort" and str(getattr(runner, "device", "")).startswith("cuda")
+                and getattr(runner, "convolutional", False) and (getattr(runner, "shape_sessions", 1) or 1) <= 1):
+            self.max_batch = 1
 
     @property
     def module(self) -> str:
