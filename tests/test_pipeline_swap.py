@@ -248,3 +248,24 @@ def test_cli_bad_inputs_are_one_line(capsys, media, tmp_path):
         code, out, err = _cli(capsys, *fast, *args)
         assert code == 1 and len(err) == 1 and expected in err[0], (args, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.mp4", "garbage.mp4"]  # nothing written
+
+
+def test_video_memory_does_not_grow_with_length(identity, tmp_path):
+    """Bounded queues between decode, GPU work and encode: five times the frames, about the same peak."""
+    import tracemalloc
+
+    peaks = {}
+    warm = make_video(tmp_path / "warm.mp4", frames=4, size=(120, 160), fps=24)
+    identity.process_video(warm, tmp_path / "warm_out.mp4", progress=False)  # one-time allocations
+    for n in (12, 60):
+        src = make_video(tmp_path / f"len{n}.mp4", frames=n, size=(120, 160), fps=24)
+        tracemalloc.start()
+        try:
+            stats = identity.process_video(src, tmp_path / f"out{n}.mp4", progress=False)
+            peaks[n] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert stats["frames"] == n
+    frame = 120 * 160 * 3
+    # 48 more frames held anywhere would add >= 48 * 57.6 KB = 2.8 MB (and 4x that as float32)
+    assert peaks[60] < peaks[12] + 16 * frame, peaks
