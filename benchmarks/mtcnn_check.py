@@ -13,10 +13,8 @@ pan-and-zoom over the calibration photographs), detected the way the pipeline de
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -154,8 +152,9 @@ def main(argv=None) -> int:
             p.close()
         patches_after.clear()
     if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(report, indent=1))
+        from ffexport.fsutil import write_json_atomic
+
+        write_json_atomic(a.out, report)
     return 0
 
 

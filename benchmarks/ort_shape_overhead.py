@@ -12,7 +12,6 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
@@ -77,7 +76,9 @@ def main() -> None:
         big.deactivate()
     print(json.dumps(res, indent=1))
     if a.out:
-        Path(a.out).write_text(json.dumps(res, indent=1))
+        from ffexport.fsutil import write_json_atomic
+
+        write_json_atomic(a.out, res)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,11 @@ shapes and stages causes (re-planning, re-tuning), not the model's own compute.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 
-import numpy as np
 import torch
 
 
@@ -106,8 +103,9 @@ def main(argv=None) -> int:
               f"{len(shapes)} shapes", flush=True)
     pipe.close()
     if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(report, indent=1))
+        from ffexport.fsutil import write_json_atomic
+
+        write_json_atomic(a.out, report)
     return 0
 
 
