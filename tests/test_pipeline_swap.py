@@ -269,3 +269,27 @@ def test_video_memory_does_not_grow_with_length(identity, tmp_path):
     frame = 120 * 160 * 3
     # 48 more frames held anywhere would add >= 48 * 57.6 KB = 2.8 MB (and 4x that as float32)
     assert peaks[60] < peaks[12] + 16 * frame, peaks
+
+
+def test_cli_undecodable_codec_and_unwritable_suffix_are_one_line(capsys, media, tmp_path):
+    """A stream FFmpeg knows but cannot decode, and an output container it cannot write: one line, no file."""
+    from fractions import Fraction
+
+    import av
+
+    bad = tmp_path / "bad_codec.mkv"
+    with av.open(str(bad), "w", format="matroska") as out:
+        s = out.add_stream("mpeg4", rate=24)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        rng = np.random.default_rng(0)
+        for i in range(5):  # packets that claim MPEG-4 Part 2 and hold noise
+            p = av.Packet(rng.integers(0, 256, 500, dtype=np.uint8).tobytes())
+            p.stream, p.pts, p.dts, p.time_base = s, i, i, Fraction(1, 24)
+            out.mux(p)
+    fast = ["--variant", "encoder=iresnet18", "--generator", "identity", "--quiet", "--source", media["face_jpg"]]
+    for args, expected in (
+            (["--target", bad, "--output", tmp_path / "o1.mp4"], f"cannot decode video {bad} (codec mpeg4)"),
+            (["--target", media["short"], "--output", tmp_path / "o2.xyz"], "cannot write video with suffix .xyz")):
+        code, out, err = _cli(capsys, *fast, *args)
+        assert code == 1 and len(err) == 1 and expected in err[0], (args, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad_codec.mkv"]
