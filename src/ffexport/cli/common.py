@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Iterator
 
 from rich.console import Console
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+
+def _width(stream) -> int | None:
+    """Rich's own width on a terminal or with COLUMNS set; 160 columns when piped to a file or a log
+    (rich would fold every table into 80, which makes artifact paths and parity cells unreadable)."""
+    try:
+        if stream.isatty() or os.environ.get("COLUMNS"):
+            return None
+    except (AttributeError, ValueError):
+        return None
+    return 160
+
+
+console = Console(highlight=False, width=_width(sys.stdout))
+err_console = Console(stderr=True, highlight=False, width=_width(sys.stderr))
 
 OUT_HELP = "artifact folder (one sub-folder per module)"
 MODULE_HELP = "module name, comma-separated names, or 'all' (see `ffexport modules`)"
