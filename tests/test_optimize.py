@@ -122,3 +122,32 @@ def test_seeded_landmarker_points_are_recorded_not_gated():
     assert not _ungate_discrete(spec, rec)["passed"]
     trained = dict(rec, gated_on="task")
     assert _ungate_discrete(spec, trained) is trained
+
+
+def test_precisions_share_their_upstream_steps_whichever_faces_proved_them(tmp_path, exported_small):
+    """FP16 judged on the built-in faces and INT8 calibrated on calibration/ share fp32.sim.onnx: neither
+    redoes it for the other (which made `ffexport run` re-simplify every module on every run)."""
+    from ffexport import specs
+    from ffexport.passes.optimize import optimize
+
+    _, path = exported_small("mtcnn_rnet")
+    shutil.copytree(path.parent, tmp_path / path.parent.name)
+    spec = specs.get("mtcnn_rnet")
+
+    def run(precision, calib=None, reprove=True):
+        res: list = []
+        optimize(spec, precision, out=tmp_path, calib=calib, samples=4, parity_samples=2, results=res,
+                 reprove=reprove)
+        return [(r.step if not r.skipped else "skip") for r in res]
+
+    assert run("fp16") == ["skip", "simplify", "fp16"]
+    sim = _manifest(tmp_path / "mtcnn_rnet")["fp32.sim.onnx"]
+    assert run("int8", CALIB) == ["skip", "skip", "int8"]
+    assert run("fp16") == ["skip", "skip", "skip"]
+    assert run("fp32", CALIB, reprove=False) == ["skip", "skip"]  # what an engine build asks for
+    assert _manifest(tmp_path / "mtcnn_rnet")["fp32.sim.onnx"] == sim  # untouched all along
+    assert run("int8", CALIB) == ["skip", "skip", "skip"]
+    # asked for directly on other faces, the step is proven again on them
+    assert run("fp32", CALIB) == ["skip", "simplify"]
+    again = _manifest(tmp_path / "mtcnn_rnet")["fp32.sim.onnx"]
+    assert again["sha256"] == sim["sha256"] and again["key"]["faces"] != sim["key"]["faces"]

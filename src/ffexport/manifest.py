@@ -91,11 +91,14 @@ class Manifest:
     def save(self) -> None:
         write_json_atomic(self.path, self.data)
 
-    def is_current(self, name: str, key: dict[str, Any]) -> bool:
-        """True when ``name`` exists, its file still hashes as recorded, and it was made from ``key``."""
+    def is_current(self, name: str, key: dict[str, Any], ignore: tuple[str, ...] = ()) -> bool:
+        """True when ``name`` exists, its file still hashes as recorded, and it was made from ``key``
+        (fields in ``ignore`` left out of the comparison)."""
         rec = self.get(name)
         f = self.folder / name
-        if not rec or not f.is_file() or rec.get("key") != key:
+        if not rec or not f.is_file() or not isinstance(rec.get("key"), dict):
+            return False
+        if {k: v for k, v in rec["key"].items() if k not in ignore} != {k: v for k, v in key.items() if k not in ignore}:
             return False
         return sha256_file(f) == rec.get("sha256")
 

@@ -37,6 +37,7 @@ _TOOLS = {"simplify": ("onnx", "onnxruntime", "onnxsim", "onnxslim"),
           "fp16": ("onnx", "onnxruntime", "onnxconverter-common"),
           "int8": ("onnx", "onnxruntime")}
 DEFAULT_CALIB = Path("calibration")
+PROOF_FIELDS = ("faces", "parity_faces", "sources")  # key fields that only say which faces proved a step
 
 
 @dataclass
@@ -51,7 +52,7 @@ def optimize(spec, precision: str, *, out: str | Path = "artifacts", calib: str 
              force: bool = False, samples: int | None = None, method: str | None = None,
              progress: Callable[[str], None] | None = None, keep_io_types: bool | None = None,
              exclude: Sequence[str] = (), parity_samples: int | None = None,
-             results: list | None = None) -> Path:
+             results: list | None = None, reprove: bool = True) -> Path:
     """Produce ``spec``'s artifact at ``precision`` (fp32 -> fp32.sim.onnx, fp16 -> fp16.onnx,
     int8 -> int8.onnx) under ``out``, running the missing or stale upstream steps; return its path.
 
@@ -59,13 +60,18 @@ def optimize(spec, precision: str, *, out: str | Path = "artifacts", calib: str 
     (default ``./calibration`` when it exists); FP32/FP16 are judged on it when
     given, else on the built-in faces.  ``force`` redoes every step.
     ``results``, when a list, receives a :class:`StepResult` per step.
+
+    Upstream steps (the simplified FP32 under an FP16/INT8 artifact) are kept when their parent, options,
+    gates and tools are unchanged, whichever faces proved them; the requested step is proven again when
+    its faces changed, unless ``reprove`` is False (an engine build that only needs a current artifact).
+    INT8 is always recalibrated when its calibration faces changed.
     """
     _check_precision(precision)
     run = Run(module_target(spec, out), calib=calib, samples=samples, parity_samples=parity_samples,
               progress=progress, precision=precision)
     steps = {"export", "simplify", precision} if force else set()
     return run.chain(precision, force=steps, keep_io_types=keep_io_types, method=method, exclude=exclude,
-                     results=results)
+                     results=results, reprove=reprove)
 
 
 def optimize_onnx(path: str | Path, precision: str, *, inputs: Sequence[str] = (), out: str | Path | None = None,
@@ -170,7 +176,7 @@ class Run:
 
     # steps -------------------------------------------------------------------------------------------
     def chain(self, precision: str, *, force: set, keep_io_types=None, method=None, exclude=(), results=None,
-              simplify_first: bool = True) -> Path:
+              simplify_first: bool = True, reprove: bool = True) -> Path:
         results = results if results is not None else []
         if self.target.source is None:
             results.append(self.export(force="export" in force))
@@ -179,10 +185,12 @@ class Run:
             self.prepare()
             parent = self.target.fp32
         if simplify_first:
-            results.append(self.simplify(parent, force="simplify" in force))
+            # a parent step proven on other faces (another precision's chain) still proves its parent
+            results.append(self.simplify(parent, force="simplify" in force,
+                                         loose=precision != "fp32" or not reprove))
             parent = results[-1].path
         if precision == "fp16":
-            results.append(self.fp16(parent, force="fp16" in force, keep_io_types=keep_io_types))
+            results.append(self.fp16(parent, force="fp16" in force, keep_io_types=keep_io_types, loose=not reprove))
         elif precision == "int8":
             results.append(self.int8(parent, force="int8" in force, method=method, exclude=exclude))
         return results[-1].path
@@ -229,10 +237,15 @@ class Run:
             self._judge.forget(t.fp32)
         return StepResult("export", res.path, res.record, False)
 
-    def _skip(self, name: str, key: dict, force: bool) -> StepResult | None:
+    def _skip(self, name: str, key: dict, force: bool, loose: bool = False) -> StepResult | None:
         m = self.target.manifest()
-        if not force and m.is_current(name, key):
+        if force:
+            return None
+        if m.is_current(name, key):
             self.say(f"{name}: up to date (parent, options and tools unchanged), skipped")
+            return StepResult(name, self.target.folder / name, m.get(name), True)
+        if loose and "calibration_faces" not in key and m.is_current(name, key, ignore=PROOF_FIELDS):
+            self.say(f"{name}: up to date (parent, options and tools unchanged; proven on other faces), skipped")
             return StepResult(name, self.target.folder / name, m.get(name), True)
         return None
 
@@ -275,7 +288,7 @@ class Run:
             d["notes"] = self.target.notes
         return d
 
-    def simplify(self, parent: Path, force: bool = False, tool: str = "auto") -> StepResult:
+    def simplify(self, parent: Path, force: bool = False, tool: str = "auto", loose: bool = False) -> StepResult:
         from .simplify import simplify
 
         parent = self._parent(parent)
@@ -283,12 +296,12 @@ class Run:
         options = {"tool": tool}
         key = self._key("simplify", parent, options, "fp32")
         return self._run(name, "simplify", parent, options, key, force,
-                         lambda dst: simplify(parent, dst, self.judge(), tool=tool, progress=self.say))
+                         lambda dst: simplify(parent, dst, self.judge(), tool=tool, progress=self.say), loose=loose)
 
     def _run(self, name: str, step: str, parent: Path, options: dict, key: dict, force: bool, make,
-             calibration: bool = False) -> StepResult:
+             calibration: bool = False, loose: bool = False) -> StepResult:
         """Skip ``name`` when its key is current; else ``make(dst)`` and record it with the faces used."""
-        hit = self._skip(name, key, force)
+        hit = self._skip(name, key, force, loose)
         if hit:
             return hit
         ensure_writable_dir(self.target.folder)
@@ -299,7 +312,8 @@ class Run:
         inputs["torch_reference"] = self.judge().torch_note or None
         return self._put(name, dst, parent, step, options, key, t0, fields, inputs)
 
-    def fp16(self, parent: Path, force: bool = False, keep_io_types: bool | None = None) -> StepResult:
+    def fp16(self, parent: Path, force: bool = False, keep_io_types: bool | None = None,
+             loose: bool = False) -> StepResult:
         from .fp16 import fp16
 
         parent = self._parent(parent)
@@ -313,7 +327,7 @@ class Run:
         key = self._key("fp16", parent, options, "fp16")
         return self._run(name, "fp16", parent, options, key, force,
                          lambda dst: fp16(parent, dst, self.judge(), keep_io_types=kio, block_ops=block_ops,
-                                          keep_nodes=keep_nodes, progress=self.say))
+                                          keep_nodes=keep_nodes, progress=self.say), loose=loose)
 
     def int8(self, parent: Path, force: bool = False, method: str | None = None,
              exclude: Iterable[str] = ()) -> StepResult:

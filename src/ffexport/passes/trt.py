@@ -395,7 +395,7 @@ def source_onnx(spec, precision: str, *, out: str | Path = "artifacts", calib: s
         if want.is_file():
             return want
         raise ArtifactError(f"{want} does not exist and the ONNX passes are not installed to make it") from exc
-    return Path(optimize(spec, precision, out=out, calib=calib, progress=progress))
+    return Path(optimize(spec, precision, out=out, calib=calib, progress=progress, reprove=False))
 
 
 def build_module_engine(spec, precision: str, *, out: str | Path = "artifacts", calib: str | Path | None = None,
