@@ -175,10 +175,15 @@ def main() -> None:
                 e["speedup_vs_fp32"] = round(base / e["latency_ms"]["p50"], 2)
         result["modules"].append(row)
     result["machine"]["loadavg_end"] = os.getloadavg()
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "precisions.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.results / "precisions.md").write_text(markdown(result))
-    print((args.results / "precisions.md").read_text())
+    save(args.results, "precisions", result, markdown(result))
+
+
+def save(folder: Path, stem: str, result: dict, md: str) -> None:
+    """``folder/stem.json`` and ``folder/stem.md``; the table is printed too."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (folder / f"{stem}.md").write_text(md)
+    print(md)
 
 
 def markdown(res: dict) -> str:

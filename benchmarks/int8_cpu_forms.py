@@ -20,12 +20,11 @@ remain.  Writes ``benchmarks/results/cpu/int8_forms.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 from pathlib import Path
 
-from cpu_precisions import REPO, SMALL, cpu_flags, cpu_name, runtime_graph, time_model
+from cpu_precisions import REPO, SMALL, cpu_flags, cpu_name, runtime_graph, save, time_model
 
 FORMS = {
     "trt": dict(activation="QInt8", symmetric=True, all_ops=False),
@@ -107,10 +106,7 @@ def main() -> None:
                       f"(fp32 {row['fp32']['latency_ms']['p50']:.1f})", flush=True)
         res["modules"].append(row)
     res["machine"]["loadavg_end"] = os.getloadavg()
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "int8_forms.json").write_text(json.dumps(res, indent=2) + "\n")
-    (args.results / "int8_forms.md").write_text(markdown(res))
-    print((args.results / "int8_forms.md").read_text())
+    save(args.results, "int8_forms", res, markdown(res))
 
 
 def markdown(res: dict) -> str:

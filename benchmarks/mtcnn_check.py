@@ -73,7 +73,9 @@ def main(argv=None) -> int:
 
         patches = contextlib.ExitStack()
         if "exhaustive" in how:  # cuDNN exhaustive algorithm search for every net
-            patches.enter_context(mock.patch.object(ortb, "_dynamic_spatial", lambda p: False))
+            real = ortb._graph_facts
+            patches.enter_context(mock.patch.object(ortb, "_graph_facts",
+                                                    lambda p: {**real(p), "dynamic_spatial": False}))
         with patches:
             nets = [Timed(make_stage(specs.get(m), backend, precision, dev, out=a.artifacts)) for m in MTCNN_MODULES]
         for n in nets:

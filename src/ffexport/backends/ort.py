@@ -18,16 +18,27 @@ _ORT_TO_TORCH = {
 }
 
 
-def _dynamic_spatial(path: str | Path) -> bool:
-    """True when an input has a symbolic axis besides the batch (MTCNN's P-Net, the blender)."""
+def _graph_facts(path: str | Path) -> dict:
+    """What the runner decides from the graph, read in one load: ``size`` (file plus the external data its
+    initializers point to), ``convs`` (has convolutions), ``dynamic_spatial`` (an input has a symbolic
+    axis besides the batch: MTCNN's P-Net, the blender)."""
     onnx = require("onnx")
+    path = Path(path)
+    facts = {"size": path.stat().st_size if path.is_file() else 0, "convs": False, "dynamic_spatial": False}
     try:
         g = onnx.load(str(path), load_external_data=False).graph
-    except Exception:  # unreadable: the session below reports it in one line
-        return False
+    except Exception:  # unreadable: the session reports it in one line
+        return facts
+    facts["size"] += sum(int(kv.value) for init in g.initializer for kv in init.external_data if kv.key == "length")
+    facts["convs"] = any(n.op_type in ("Conv", "ConvTranspose", "QLinearConv") for n in g.node)
     inits = {i.name for i in g.initializer}
-    return any(d.dim_param and i > 0 for vi in g.input if vi.name not in inits
-               for i, d in enumerate(vi.type.tensor_type.shape.dim))
+    facts["dynamic_spatial"] = any(d.dim_param and i > 0 for vi in g.input if vi.name not in inits
+                                   for i, d in enumerate(vi.type.tensor_type.shape.dim))
+    return facts
+
+
+def _dynamic_spatial(path: str | Path) -> bool:
+    return _graph_facts(path)["dynamic_spatial"]
 
 
 _LOGGER_SET = False
@@ -46,7 +57,8 @@ def _quiet_default_logger(ort) -> None:
         _LOGGER_SET = True
 
 
-def ort_session(path: str | Path, device: str = "cpu", threads: int = 0, stream: int | None = None):
+def ort_session(path: str | Path, device: str = "cpu", threads: int = 0, stream: int | None = None,
+                dynamic_spatial: bool | None = None):
     """An InferenceSession on ``device`` ('cpu' or 'cuda[:N]'), with a one-line error if it cannot load.
 
     CUDA: TF32 is off (an FP32 artifact computes in FP32, as its parity record says), and models whose
@@ -69,7 +81,8 @@ def ort_session(path: str | Path, device: str = "cpu", threads: int = 0, stream:
                 "install onnxruntime-gpu: pip install 'ffexport[gpu]'")
         dev_id = int(device.split(":")[1]) if ":" in device else 0
         cuda_opts = {"device_id": dev_id, "use_tf32": "0",
-                     "cudnn_conv_algo_search": "HEURISTIC" if _dynamic_spatial(path) else "EXHAUSTIVE"}
+                     "cudnn_conv_algo_search": "HEURISTIC" if (
+                         _dynamic_spatial(path) if dynamic_spatial is None else dynamic_spatial) else "EXHAUSTIVE"}
         if stream is not None:
             cuda_opts["user_compute_stream"] = str(stream)
         providers = [("CUDAExecutionProvider", cuda_opts), "CPUExecutionProvider"]
@@ -129,6 +142,7 @@ class OrtRunner(Runner):
         torch = require("torch")
         t0 = time.perf_counter()
         cuda = self.device.startswith("cuda")
+        self._facts = _graph_facts(self.path)  # read once: every per-shape session reuses it
         if cuda:
             dev = torch.device(self.device)
             self._stream = torch.cuda.Stream(device=dev)
@@ -143,16 +157,16 @@ class OrtRunner(Runner):
         self._in_dims = {i.name: list(i.shape) for i in ins}
         self._out_dims = {o.name: list(o.shape) for o in outs}
         dynamic = any(not isinstance(d, int) for dims in self._in_dims.values() for d in dims)
-        size, convs = _model_facts(self.path)
-        self.convolutional = convs
+        self.convolutional = self._facts["convs"]
         if self.shape_sessions is None:
-            self.shape_sessions = SHAPE_SESSIONS if (cuda and dynamic and convs and size <= SMALL_MODEL_BYTES) else 1
+            small = self._facts["size"] <= SMALL_MODEL_BYTES
+            self.shape_sessions = SHAPE_SESSIONS if (cuda and dynamic and self.convolutional and small) else 1
         self._sessions.clear()
         self._seen.clear()
 
     def _new_session(self):
         stream = self._stream.cuda_stream if self._stream is not None else None
-        return ort_session(self.path, self.device, self.threads, stream)
+        return ort_session(self.path, self.device, self.threads, stream, self._facts["dynamic_spatial"])
 
     def _session_for(self, key: tuple):
         """The session for inputs of shape ``key``: a shape seen before gets a session of its own (up to
@@ -253,17 +267,8 @@ class OrtRunner(Runner):
 
 def _model_facts(path: Path) -> tuple[int, bool]:
     """(bytes of the model file plus the external data its initializers point to, whether it has convolutions)."""
-    onnx = require("onnx")
-    size = path.stat().st_size
-    try:
-        g = onnx.load(str(path), load_external_data=False).graph
-    except Exception:
-        return size, False
-    for init in g.initializer:
-        for kv in init.external_data:
-            if kv.key == "length":
-                size += int(kv.value)
-    return size, any(n.op_type in ("Conv", "ConvTranspose", "QLinearConv") for n in g.node)
+    facts = _graph_facts(path)
+    return facts["size"], facts["convs"]
 
 
 def _ortvalue_to_torch(value, dev):
