@@ -44,9 +44,13 @@ def exported_small(session_artifacts):
 
     def get(module: str):
         if module not in cache:
+            from ffexport.manifest import artifact_dir
+
             spec = small_spec(module)
-            res = export_module(spec, session_artifacts, samples=2)
-            cache[module] = (spec, res.path)
+            path = artifact_dir(session_artifacts, spec) / "fp32.onnx"
+            if not path.is_file():  # tests that build engines export into the same folder through optimize()
+                path = export_module(spec, session_artifacts, samples=2).path
+            cache[module] = (spec, path)
         return cache[module]
 
     return get

@@ -131,3 +131,152 @@ def test_shape_inference_leaves_the_working_directory_clean(tmp_path, exported_s
     label = _pre_process(path, tmp_path / "pre.onnx")
     assert "shape inference" in label and (tmp_path / "pre.onnx").is_file()
     assert sorted(p.name for p in cwd.iterdir()) == []
+
+
+# --- an INT8 pass that quantises or fails; a gate that does not depend on the CPU ---------------------------
+
+def _qdq_count(path) -> int:
+    import onnx
+
+    return sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in onnx.load(str(path)).graph.node)
+
+
+def _byo(tmp_path, monkeypatch):
+    """The bring-your-own Conv-ReLU-Conv net of `ffexport onnx --model`, exported into tmp_path/arts/make."""
+    (tmp_path / "byo_net.py").write_text(
+        "import torch\n"
+        "def make():\n"
+        "    torch.manual_seed(0)\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),\n"
+        "                               torch.nn.Conv2d(8, 4, 3, padding=1))\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["onnx", "--model", "byo_net:make", "--input", "image:1x3x48x48", "--out", "arts"]) == 0
+    return tmp_path / "arts" / "make" / "fp32.onnx"
+
+
+def test_gate_judges_the_qdq_arithmetic_not_the_cpu_kernels(tmp_path, capsys, monkeypatch):
+    """The parity the gate sees is the Q/DQ graph computed as its operators define it, which an independent
+    fake-quant computation in torch reproduces; onnxruntime's fused integer kernels (CPU-dependent) are
+    recorded beside it, not gated."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    from ffexport.backends.ort import OrtRunner
+
+    src = _byo(tmp_path, monkeypatch)
+    assert main(["int8", "--onnx", str(src), "--calib", str(CALIB), *FAST]) == 0, capsys.readouterr().err
+    folder = src.parent
+    rec = _record(folder)
+    assert rec["quantized"] and rec["excluded"] == [] and rec["quantized_nodes"] == 2
+    check_tensorrt_qdq(folder / "int8.onnx")
+    kernels = rec["onnxruntime_cpu_kernels"]
+    assert kernels["gated"] is False and set(kernels["cpu"]) >= {"avx2", "avx512f", "vnni"}
+    assert "rel_err" in kernels["metrics"]
+
+    # independent: the graph's own operators interpreted in torch (float32 math, round half to even)
+    q = onnx.load(str(folder / "int8.onnx"))
+    env = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in q.graph.initializer}
+
+    def per_axis(scale, like, axis):
+        return scale.reshape([-1 if d == axis else 1 for d in range(like.dim())]) if scale.dim() else scale
+
+    x = torch.rand(1, 3, 48, 48) * 2 - 1
+    env["image"] = x
+    for n in q.graph.node:
+        a = [env[i] if i else None for i in n.input]
+        axis = next((at.i for at in n.attribute if at.name == "axis"), 1)
+        if n.op_type == "QuantizeLinear":
+            env[n.output[0]] = torch.clamp(torch.round(a[0] / per_axis(a[1], a[0], axis)), -128, 127)
+        elif n.op_type == "DequantizeLinear":
+            env[n.output[0]] = a[0].float() * per_axis(a[1], a[0], axis)
+        elif n.op_type == "Conv":
+            pads = next(at.ints for at in n.attribute if at.name == "pads")
+            env[n.output[0]] = torch.nn.functional.conv2d(a[0], a[1], a[2], padding=pads[0])
+        elif n.op_type == "Relu":
+            env[n.output[0]] = torch.relu(a[0])
+        else:
+            raise AssertionError(f"unexpected op {n.op_type}")
+    out_name = q.graph.output[0].name
+    with OrtRunner(folder / "int8.onnx", qdq_reference=True) as r:
+        got = r.infer({"image": x})[out_name]
+    step = float(env[next(n for n in q.graph.node if n.output[0] == out_name).input[1]])
+    diff = (got - env[out_name]).abs()
+    # equal but for rare one-step rounding ties from float summation order
+    assert float(diff.max()) <= step * 1.001 and float((diff > 0).float().mean()) < 0.01, float(diff.max())
+
+
+def test_explicit_exclude_of_every_node_is_recorded_as_not_quantized(tmp_path, capsys, monkeypatch):
+    src = _byo(tmp_path, monkeypatch)
+    import onnx
+
+    convs = [n.name for n in onnx.load(str(src)).graph.node if n.op_type == "Conv"]
+    code = main(["int8", "--onnx", str(src), "--calib", str(CALIB), "--exclude", ",".join(convs), *FAST])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    rec = _record(src.parent)
+    assert rec["quantized"] is False and "names every one of the 2 quantizable nodes" in rec["note"]
+    assert _qdq_count(src.parent / "int8.onnx") == 0
+    assert "nothing is quantized" in out.out
+
+
+def test_quantizer_that_drops_nodes_is_a_failure_not_a_success(tmp_path, capsys, monkeypatch):
+    """If the quantizer leaves asked-for nodes in float, the pass fails in one line and writes nothing."""
+    from ffexport.passes import int8 as int8_pass
+    from passes_util import no_partials, one_line_error
+
+    src = _byo(tmp_path, monkeypatch)
+    monkeypatch.setattr(int8_pass, "_quantize", lambda pre, out, *a, **k: shutil.copyfile(pre, out))
+    code = main(["int8", "--onnx", str(src), "--calib", str(CALIB), *FAST])
+    assert code == 1
+    line = one_line_error(capsys)
+    assert "left 2 of the 2 quantizable nodes" in line and "in float without being asked" in line
+    assert not (src.parent / "int8.onnx").exists()
+    no_partials(src.parent)
+
+
+def _config_dir(tmp_path, module: str, body: str):
+    d = tmp_path / "cfg"
+    d.mkdir(exist_ok=True)
+    (d / f"{module}.yaml").write_text(body)
+    return d
+
+
+def test_a_gate_no_search_can_meet_fails_naming_the_nodes(tmp_path, capsys, exported_small):
+    """A seeded MTCNN O-Net asked for an INT8 rel_err of 1e-6: the search excludes nodes until one is left
+    quantized, then fails in one line naming the nodes that hold the error; nothing is written."""
+    from passes_util import no_partials, one_line_error
+
+    _, path = exported_small("mtcnn_onet")
+    out = tmp_path / "arts"
+    shutil.copytree(path.parent, out / path.parent.name)
+    cfg = _config_dir(tmp_path, "mtcnn_onet", "gates:\n  int8: {rel_err: 1.0e-6}\n")
+    code = main(["int8", "--module", "mtcnn_onet", "--out", str(out), "--calib", str(CALIB), "--config-dir", str(cfg),
+                 *FAST])
+    assert code == 1
+    line = one_line_error(capsys)
+    assert "INT8 of fp32.sim.onnx still fails" in line and "the error is held by /" in line, line
+    assert "quantizable ones); the error" in line and "int8.onnx left as it was" in line
+    assert not (out / "mtcnn_onet" / "int8.onnx").exists()
+    no_partials(out)
+
+
+def test_module_all_keeps_going_after_a_failed_gate(tmp_path, capsys, exported_small):
+    """One module's failed INT8 gate does not stop the others: they finish, the summary names the failure,
+    and the command exits 1 with one error line."""
+    from passes_util import one_line_error
+
+    out = tmp_path / "arts"
+    for module in ("mtcnn_onet", "mtcnn_rnet"):
+        _, path = exported_small(module)
+        shutil.copytree(path.parent, out / path.parent.name)
+    cfg = _config_dir(tmp_path, "mtcnn_onet", "gates:\n  int8: {rel_err: 1.0e-6}\n")
+    code = main(["optimize", "--module", "mtcnn_onet,mtcnn_rnet", "--precision", "int8", "--out", str(out),
+                 "--calib", str(CALIB), "--config-dir", str(cfg), *FAST])
+    assert code == 1
+    captured = capsys.readouterr()
+    assert (out / "mtcnn_rnet" / "int8.onnx").is_file() and not (out / "mtcnn_onet" / "int8.onnx").exists()
+    assert "1 of 2 optimize jobs failed" in captured.out and "mtcnn_rnet" in captured.out
+    errors = [ln for ln in captured.err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: 1 of 2 optimize jobs failed (the others finished); "
+                                                     "mtcnn_onet"), captured.err

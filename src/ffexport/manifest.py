@@ -19,10 +19,11 @@ from . import __version__
 from ._lazy import version_of
 from .errors import ArtifactError
 from .fsutil import sha256_file, write_json_atomic
+from .toolchain import toolchain
 
 MANIFEST = "manifest.json"
 _TOOLS = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxsim", "onnxslim", "onnxconverter-common",
-          "tensorrt", "tensorrt-rtx-cu13", "numpy")
+          "tensorrt", "tensorrt-rtx-cu13", "numpy", "av", "opencv-python-headless")
 
 
 def tool_versions() -> dict[str, str]:
@@ -115,6 +116,7 @@ def new_record(artifact: str | Path, *, pass_name: str, parent: str | Path | Non
         "key": key or {},
         "parity": parity,
         "versions": tool_versions(),
+        "toolchain": toolchain(),
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "duration_s": round(time.time() - started, 3) if started else None,
     })

@@ -24,13 +24,15 @@ def _graph_facts(path: str | Path) -> dict:
     axis besides the batch: MTCNN's P-Net, the blender)."""
     onnx = require("onnx")
     path = Path(path)
-    facts = {"size": path.stat().st_size if path.is_file() else 0, "convs": False, "dynamic_spatial": False}
+    facts = {"size": path.stat().st_size if path.is_file() else 0, "convs": False, "dynamic_spatial": False,
+             "qdq": False}
     try:
         g = onnx.load(str(path), load_external_data=False).graph
     except Exception:  # unreadable: the session reports it in one line
         return facts
     facts["size"] += sum(int(kv.value) for init in g.initializer for kv in init.external_data if kv.key == "length")
     facts["convs"] = any(n.op_type in ("Conv", "ConvTranspose", "QLinearConv") for n in g.node)
+    facts["qdq"] = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in g.node)
     inits = {i.name for i in g.initializer}
     facts["dynamic_spatial"] = any(d.dim_param and i > 0 for vi in g.input if vi.name not in inits
                                    for i, d in enumerate(vi.type.tensor_type.shape.dim))
@@ -58,8 +60,15 @@ def _quiet_default_logger(ort) -> None:
 
 
 def ort_session(path: str | Path, device: str = "cpu", threads: int = 0, stream: int | None = None,
-                dynamic_spatial: bool | None = None):
+                dynamic_spatial: bool | None = None, qdq_reference: bool = False):
     """An InferenceSession on ``device`` ('cpu' or 'cuda[:N]'), with a one-line error if it cannot load.
+
+    ``qdq_reference``: run a Q/DQ model as the ONNX operators define it (QuantizeLinear and
+    DequantizeLinear as separate ops, the float op between them), with no graph optimisation.  That is
+    the artifact's own arithmetic, the same on every machine (and what TensorRT's integer kernels
+    compute, with exact int32 accumulation).  The default fuses Q/DQ into onnxruntime's integer
+    kernels, whose results depend on the CPU: on x86 without VNNI (AVX2, AVX-512F) they multiply
+    u8 x s8 with VPMADDUBSW, which saturates 16-bit pair sums of full-range INT8 weights.
 
     CUDA: TF32 is off (an FP32 artifact computes in FP32, as its parity record says), and models whose
     spatial axes are dynamic use cuDNN's heuristic algorithm choice, because the default exhaustive search
@@ -69,7 +78,8 @@ def ort_session(path: str | Path, device: str = "cpu", threads: int = 0, stream:
     ort = require("onnxruntime", "running ONNX models")
     _quiet_default_logger(ort)
     opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if qdq_reference
+                                     else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
     opts.log_severity_level = 3
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
@@ -127,9 +137,10 @@ class OrtRunner(Runner):
     backend = "ort"
 
     def __init__(self, path: str | Path, spec=None, device: str = "cpu", threads: int = 0, name: str = "",
-                 shape_sessions: int | None = None):
+                 shape_sessions: int | None = None, qdq_reference: bool = False):
         super().__init__(name or Path(path).name, device, spec)
         self.path = Path(path)
+        self.qdq_reference = qdq_reference  # see ort_session: Q/DQ as defined, not fused integer kernels
         self.threads = threads
         self.sess = None
         self.shape_sessions = shape_sessions
@@ -166,7 +177,8 @@ class OrtRunner(Runner):
 
     def _new_session(self):
         stream = self._stream.cuda_stream if self._stream is not None else None
-        return ort_session(self.path, self.device, self.threads, stream, self._facts["dynamic_spatial"])
+        return ort_session(self.path, self.device, self.threads, stream, self._facts["dynamic_spatial"],
+                           qdq_reference=self.qdq_reference and self._facts["qdq"])
 
     def _session_for(self, key: tuple):
         """The session for inputs of shape ``key``: a shape seen before gets a session of its own (up to

@@ -80,3 +80,49 @@ def rel(p: str | Path) -> str:
         return str(Path(p).resolve().relative_to(Path.cwd()))
     except ValueError:
         return str(p)
+
+
+class Failures:
+    """The failures of a job over several modules.  One module's failure does not stop the others: each is
+    kept with its one-line reason, shown in a table at the end, and the job ends with one error line and a
+    non-zero exit (:meth:`raise_if_any`).  With a single module its own error is raised unchanged."""
+
+    def __init__(self, what: str, total: int):
+        self.what, self.total = what, total
+        self.items: list[tuple[str, Exception]] = []
+
+    def add(self, label: str, exc: Exception) -> None:
+        if self.total <= 1:
+            raise exc
+        self.items.append((label, exc))
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def table(self) -> None:
+        if not self.items:
+            return
+        from rich.table import Table
+
+        t = Table(title=f"{len(self.items)} of {self.total} {self.what} failed")
+        t.add_column("module")
+        t.add_column("why", overflow="fold")
+        for label, exc in self.items:
+            t.add_row(_escape(label), _escape(str(exc)))
+        console.print(t)
+
+    def raise_if_any(self) -> None:
+        if not self.items:
+            return
+        from ..errors import FFExportError
+
+        label, exc = self.items[0]
+        more = f" (+{len(self.items) - 1} more, see the table above)" if len(self.items) > 1 else ""
+        rest = " (the others finished)" if len(self.items) < self.total else ""
+        raise FFExportError(f"{len(self.items)} of {self.total} {self.what} failed{rest}; {label}: {exc}{more}")
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)

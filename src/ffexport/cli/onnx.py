@@ -64,24 +64,33 @@ def register(app: typer.Typer) -> None:
 def export_modules(selector: str, *, variant=None, opset=None, batch="dynamic", checkpoint=None,
                    out=Path("artifacts"), force=False, samples=4, config_dir=None) -> list:
     from ..config import resolve_spec
+    from ..errors import FFExportError
     from ..export.onnx import export_module
-    from .common import select_modules
+    from .common import Failures, select_modules
 
     names = select_modules(selector)
     if len(names) > 1 and (variant or checkpoint):
         raise InputSpecError("--variant and --checkpoint apply to one module; name it with --module")
     specs = [resolve_spec(n, variant, opset, config_dir) for n in names]
     rows = []
+    failures = Failures("exports", len(specs))
     with progress() as bar:
         task = bar.add_task("onnx", total=len(specs), status="")
         for spec in specs:
             bar.update(task, description=f"onnx {spec.key}")
-            res = export_module(spec, out, checkpoint=checkpoint, batch=batch, force=force, samples=samples,
-                                progress=lambda m: bar.update(task, status=m))
-            rows.append((res.record, res.path, spec.key))
-            err_console.print(f"[green]ok[/] {spec.key} -> {rel(res.path)}") if not bar.disable else None
+            try:
+                res = export_module(spec, out, checkpoint=checkpoint, batch=batch, force=force, samples=samples,
+                                    progress=lambda m: bar.update(task, status=m))
+            except FFExportError as exc:
+                failures.add(spec.key, exc)
+            else:
+                rows.append((res.record, res.path, spec.key))
+                err_console.print(f"[green]ok[/] {spec.key} -> {rel(res.path)}") if not bar.disable else None
             bar.advance(task)
-    _table(rows)
+    if rows:
+        _table(rows)
+    failures.table()
+    failures.raise_if_any()
     return rows
 
 

@@ -10,7 +10,7 @@ import typer
 from ..errors import InputSpecError
 from rich.markup import escape
 
-from .common import MODULE_HELP, OUT_HELP, console, human_size, one_line_warnings, progress, rel
+from .common import MODULE_HELP, OUT_HELP, Failures, console, human_size, one_line_warnings, progress, rel
 
 ONNX_HELP = "an ONNX file instead of --module (bring your own; outputs go beside it or under --out)"
 INPUT_HELP = "with --onnx for a model ffexport did not export: name:1x3x112x112[:dtype], repeatable"
@@ -54,16 +54,28 @@ def _runs(module, onnx, inputs, variant, out, calib, samples, parity_samples, co
     return runs
 
 
-def _run_all(what: str, runs_factory, work) -> list:
+def _run_all(what: str, runs_factory, work, show=None) -> list:
+    """``work(run)`` for every target; with several, a failing one does not stop the others: ``show(rows)``
+    prints what finished, then the failures' table, and the command ends with one error line and exit 1."""
+    from ..errors import FFExportError
+
     rows = []
     with progress() as bar:
         task = bar.add_task(what, total=None, status="")
         runs = runs_factory(bar, task)
         bar.update(task, total=len(runs))
+        failures = Failures(f"{what} jobs", len(runs))
         for run in runs:
             bar.update(task, description=f"{what} {run.target.label}")
-            rows.append((run, work(run)))
+            try:
+                rows.append((run, work(run)))
+            except FFExportError as exc:
+                failures.add(run.target.label, exc)
             bar.advance(task)
+    if show is not None:
+        show(rows)
+    failures.table()
+    failures.raise_if_any()
     return rows
 
 
@@ -91,10 +103,7 @@ def register(app: typer.Typer) -> None:
         with one_line_warnings():
             rows = _run_all("simplify", lambda bar, task: _runs(module, onnx, inputs, variant, out, calib, None,
                                                                 parity_samples, config_dir, "fp32", bar, task),
-                            lambda run: _step(run, "simplify", force))
-        for run, results in rows:
-            _ops_table(run, results[-1])
-        _steps_table(rows, "simplify")
+                            lambda run: _step(run, "simplify", force), show=lambda rows: _show(rows, "simplify", _ops_table))
 
     @app.command("fp16")
     def fp16_cmd(
@@ -110,10 +119,8 @@ def register(app: typer.Typer) -> None:
         with one_line_warnings():
             rows = _run_all("fp16", lambda bar, task: _runs(module, onnx, inputs, variant, out, calib, None,
                                                             parity_samples, config_dir, "fp16", bar, task),
-                            lambda run: _step(run, "fp16", force, keep_io_types=keep_io_types))
-        for run, results in rows:
-            _fp16_table(run, results[-1])
-        _steps_table(rows, "fp16")
+                            lambda run: _step(run, "fp16", force, keep_io_types=keep_io_types),
+                            show=lambda rows: _show(rows, "fp16", _fp16_table))
 
     @app.command("int8")
     def int8_cmd(
@@ -129,10 +136,8 @@ def register(app: typer.Typer) -> None:
         with one_line_warnings():
             rows = _run_all("int8", lambda bar, task: _runs(module, onnx, inputs, variant, out, calib, samples,
                                                             parity_samples, config_dir, "int8", bar, task),
-                            lambda run: _step(run, "int8", force, method=method, exclude=_exclude(exclude)))
-        for run, results in rows:
-            _int8_table(run, results[-1])
-        _steps_table(rows, "int8")
+                            lambda run: _step(run, "int8", force, method=method, exclude=_exclude(exclude)),
+                            show=lambda rows: _show(rows, "int8", _int8_table))
 
     @app.command("optimize")
     def optimize_cmd(
@@ -156,8 +161,16 @@ def register(app: typer.Typer) -> None:
             rows = _run_all("optimize", lambda bar, task: _runs(module, onnx, inputs, variant, out, calib, samples,
                                                                 parity_samples, config_dir, precision, bar, task),
                             lambda run: _optimize(run, precision, force, keep_io_types=keep_io_types,
-                                                  method=method, exclude=_exclude(exclude)))
-        _steps_table(rows, f"optimize --precision {precision}")
+                                                  method=method, exclude=_exclude(exclude)),
+                            show=lambda rows: _show(rows, f"optimize --precision {precision}", None))
+
+
+def _show(rows, title: str, detail) -> None:
+    if detail is not None:
+        for run, results in rows:
+            detail(run, results[-1])
+    if rows:
+        _steps_table(rows, title)
 
 
 def _optimize(run, precision: str, force: bool, **kw) -> list:

@@ -6,12 +6,13 @@ engines (where a TensorRT builder is installed) -> the lineage report.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from .common import MODULE_HELP, OUT_HELP, console, err_console, one_line_warnings, progress
+from .common import MODULE_HELP, OUT_HELP, Failures, console, err_console, one_line_warnings, progress
 
 
 def register(app: typer.Typer) -> None:
@@ -29,7 +30,7 @@ def register(app: typer.Typer) -> None:
         from .. import specs as registry
         from .._lazy import available
         from ..config import resolve_spec
-        from ..errors import InputSpecError
+        from ..errors import FFExportError, InputSpecError
         from ..passes.optimize import optimize
         from .common import select_modules
 
@@ -40,22 +41,35 @@ def register(app: typer.Typer) -> None:
         build_trt = trt if trt is not None else (available("tensorrt") or available("tensorrt_rtx"))
         names = select_modules(module)
         steps = len(names) * len(wanted) * (2 if build_trt else 1)
+        failures = Failures("module steps", len(names) * len(wanted))
         with one_line_warnings(), progress() as bar:
             task = bar.add_task("run", total=steps, status="")
             for name in names:
-                spec = resolve_spec(name)
+                try:
+                    spec = resolve_spec(name)
+                except FFExportError as exc:
+                    failures.add(name, exc)
+                    bar.advance(task, len(wanted) * (2 if build_trt else 1))
+                    continue
                 for precision in wanted:
                     bar.update(task, description=f"{spec.key} {precision}")
-                    optimize(spec, precision, out=out, calib=calib if precision == "int8" else None,
-                             force=force, progress=lambda m: bar.update(task, status=m))
-                    bar.advance(task)
-                    if build_trt:
-                        from ..passes.trt import build_module_engine
+                    say = _status(bar, task)
+                    t0, state = time.perf_counter(), "ok"
+                    try:
+                        optimize(spec, precision, out=out, calib=calib if precision == "int8" else None,
+                                 force=force, progress=say)
+                        if build_trt:
+                            from ..passes.trt import build_module_engine
 
-                        bar.update(task, description=f"{spec.key} {precision} TensorRT")
-                        build_module_engine(spec, precision, out=out, calib=calib, force=force,
-                                            progress=lambda m: bar.update(task, status=m))
-                        bar.advance(task)
+                            bar.update(task, description=f"{spec.key} {precision} TensorRT")
+                            build_module_engine(spec, precision, out=out, calib=calib, force=force, progress=say)
+                    except FFExportError as exc:
+                        failures.add(f"{spec.key} {precision}", exc)
+                        state = "FAILED (see the summary)"
+                    bar.advance(task, 2 if build_trt else 1)
+                    if bar.disable:  # no live progress (output to a log): one line per finished step
+                        console.print(f"{spec.key} {precision}{' + engine' if build_trt else ''}: {state} "
+                                      f"in {time.perf_counter() - t0:.1f} s")
         if not build_trt:
             err_console.print("[yellow]note:[/] no TensorRT builder installed: engines skipped "
                               "(pip install 'ffexport[trt]' for TensorRT for RTX)")
@@ -63,4 +77,13 @@ def register(app: typer.Typer) -> None:
 
         for report in collect(module, None, out, None):
             _table(report)
+        failures.table()
         console.print(f"artifacts and manifests under {out}/; `ffexport report --json` for the full lineage")
+        failures.raise_if_any()
+
+
+def _status(bar, task):
+    def say(msg: str) -> None:
+        bar.update(task, status=msg[-90:])
+
+    return say

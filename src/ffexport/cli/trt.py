@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import InputSpecError
-from .common import MODULE_HELP, OUT_HELP, console, err_console, human_size, one_line_warnings, progress, rel
+from .common import MODULE_HELP, OUT_HELP, Failures, console, err_console, human_size, one_line_warnings, progress, rel
 
 
 def register(app: typer.Typer) -> None:
@@ -93,7 +93,8 @@ def build_modules(selector: str, precision: str, *, variant=None, calib=None, ou
     if len(names) > 1 and variant:
         raise InputSpecError("--variant applies to one module; name it with --module")
     specs = [resolve_spec(n, variant, None, config_dir) for n in names]
-    rows, failed = [], []
+    rows = []
+    failures = Failures(f"{precision} engines", len(specs))
     with progress() as bar:
         task = bar.add_task("trt", total=len(specs), status="")
         for spec in specs:
@@ -102,18 +103,14 @@ def build_modules(selector: str, precision: str, *, variant=None, calib=None, ou
                 rec = build_module_engine(spec, precision, out=out, calib=calib, cache_dir=cache_dir,
                                           config_dir=config_dir, progress=lambda m: bar.update(task, status=m), **opts)
             except FFExportError as exc:
-                if len(specs) == 1:
-                    raise
-                failed.append((spec.key, exc))
+                failures.add(spec.key, exc)
                 rows.append((spec.key, None, {"error": str(exc)}))
             else:
                 rows.append((spec.key, artifact_dir(out, spec) / rec["file"], rec))
             bar.advance(task)
-    if failed:
+    if failures:
         _table(rows)
-        key, exc = failed[0]
-        more = f" (+{len(failed) - 1} more, see the table)" if len(failed) > 1 else ""
-        raise FFExportError(f"{len(failed)} of {len(specs)} {precision} engines failed; {key}: {exc}{more}")
+    failures.raise_if_any()
     return rows
 
 

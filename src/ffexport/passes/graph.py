@@ -144,13 +144,18 @@ def run_exposed(models: Mapping[str, object], feeds: list[Mapping[str, "object"]
         del sessions
 
 
+def has_qdq(model) -> bool:
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
+
+
 def session_from_proto(model, ort_session):
     """An onnxruntime session for an in-memory model (written to a temp file: protos > 2 GB cannot be
-    serialised in one piece, and ort_session gives the one-line load errors)."""
+    serialised in one piece, and ort_session gives the one-line load errors).  A Q/DQ model runs as its
+    operators define it (``ort_session(qdq_reference=True)``), the same on every CPU."""
     import tempfile
 
     onnx = require("onnx")
     with tempfile.TemporaryDirectory(prefix="ffexport-exposed-") as d:
         p = Path(d) / "model.onnx"
         onnx.save(model, str(p))
-        return ort_session(p)
+        return ort_session(p, qdq_reference=has_qdq(model))

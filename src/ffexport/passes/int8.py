@@ -259,6 +259,20 @@ def int8(src: str | Path, dst: str | Path, judge, reader_factory: Callable[[Sequ
 
     excluded: dict[str, dict] = {n: {"node": n, "op": _op(model, n), "reason": "requested", "detail": "--exclude"}
                                  for n in exclude}
+    # the nodes the options ask to quantize: weighted nodes of the requested op types
+    wanted = {n.name for n in weighted if n.op_type in op_types}
+    if wanted and not wanted - set(excluded):
+        say("every weighted node is excluded: int8.onnx is the FP32 graph")
+        with atomic_path(dst) as tmp:
+            tmp.write_bytes(src.read_bytes())
+            parity = judge.compare(tmp, src, "int8")
+            judge.forget(tmp)
+            judge.require(parity, f"INT8 of {src.name}")
+        return {"quantized": False, "note": f"--exclude (or configs int8.exclude) names every one of the "
+                                            f"{len(wanted)} quantizable nodes: int8.onnx is the FP32 graph, "
+                                            "nothing is quantized",
+                "quantization": options, "excluded": sorted(excluded.values(), key=lambda e: e["node"]),
+                "qdq": inspect_qdq(model), "rounds": [], "parity": parity, "calibration_samples": 0}
     rounds: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="ffexport-int8-") as wd:
         work = Path(wd)
@@ -274,6 +288,8 @@ def int8(src: str | Path, dst: str | Path, judge, reader_factory: Callable[[Sequ
                 _quantize(pre, q, cache, method, set(excluded), op_types, extra)
                 qmodel = onnx.load(str(q))
                 unquantize_inputs(qmodel, set(excluded))
+                live = quantized_nodes(qmodel, names)
+                _check_quantized(src, wanted, live, excluded)
                 lost = graph.dynamic_axes_lost(model, qmodel, judge.spec)
                 if lost:
                     raise ModelLoadError(f"INT8 quantization of {src.name} fixed the dynamic axes {', '.join(lost)}")
@@ -281,33 +297,83 @@ def int8(src: str | Path, dst: str | Path, judge, reader_factory: Callable[[Sequ
                 graph.save(qmodel, tmp)
                 say(f"INT8 round {rnd + 1}: parity with {len(excluded)} nodes excluded")
                 parity = judge.compare(tmp, src, "int8")
-                judge.forget(tmp)
-                rounds.append({"round": rnd + 1, "excluded": len(excluded), "passed": parity["passed"],
+                rounds.append({"round": rnd + 1, "excluded": len(excluded), "quantized": len(live & wanted),
+                               "passed": parity["passed"],
                                "gates": {k: {g["metric"]: g["value"] for g in v["gates"]}
                                          for k, v in (("vs_parent", parity["vs_parent"]),
                                                       ("vs_torch", parity["vs_torch"])) if v}})
                 if parity["passed"]:
                     break
-                live = quantized_nodes(qmodel, names) - set(excluded)
-                ranked = [] if rnd == MAX_ROUNDS else sensitivity.rank_nodes(
-                    pre_model, qmodel, judge.feeds[:PROFILE_FEEDS], live)
-                if not ranked:
-                    which = parity["vs_parent"] if not parity["vs_parent"]["passed"] else parity["vs_torch"]
-                    bad = next(g for g in which["gates"] if not g["passed"])
-                    raise ParityError(f"INT8 of {src.name} still fails {bad['metric']} {bad['op']} "
-                                      f"{bad['threshold']:g} on '{bad['output']}' ({bad['value']:.4g}) after "
-                                      f"{len(rounds)} rounds with {len(excluded)} nodes excluded; "
-                                      f"{dst.name} left as it was")
-                say(f"INT8 round {rnd + 1} failed: excluding the {min(len(ranked), 2 ** rnd)} nodes that add most error")
-                for s in ranked[: 2 ** rnd]:
+                judge.forget(tmp)
+                live -= set(excluded)
+                ranked = sensitivity.rank_nodes(pre_model, qmodel, judge.feeds[:PROFILE_FEEDS], live) if live else []
+                take = ranked[: min(2 ** rnd, len(live) - 1)]  # at least one node stays quantized
+                if rnd == MAX_ROUNDS or not take:
+                    raise ParityError(_failure(src, dst, parity, rounds, excluded, ranked, wanted))
+                say(f"INT8 round {rnd + 1} failed: excluding the {len(take)} nodes that add most error")
+                for s in take:
                     excluded[s.node] = {"node": s.node, "op": s.op, "reason": "parity", "round": rnd + 1,
                                         "detail": f"INT8 missed the gate; this node {s.detail()}"}
+            kernels = cpu_kernel_parity(judge, tmp, src)
+            judge.forget(tmp)
             qdq = inspect_qdq(qmodel)
     return {"quantized": True, "quantization": options, "pre_process": pre_label,
-            "calibration_samples": n_samples, "weighted_nodes": len(weighted),
+            "calibration_samples": n_samples, "weighted_nodes": len(weighted), "quantized_nodes": len(live & wanted),
             "excluded": sorted(excluded.values(), key=lambda e: (e["reason"] != "parity", e["node"])),
             "excluded_counts": dict(collections.Counter(e["reason"] for e in excluded.values())),
-            "qdq": qdq, "rounds": rounds, "parity": parity}
+            "qdq": qdq, "rounds": rounds, "parity": parity, "onnxruntime_cpu_kernels": kernels}
+
+
+def _check_quantized(src: Path, wanted: set[str], live: set[str], excluded: dict) -> None:
+    """Every node the options ask to quantize and nobody excluded must compute on Q/DQ inputs."""
+    missing = sorted(wanted - live - set(excluded))
+    if missing:
+        raise ModelLoadError(f"onnxruntime's quantizer left {len(missing)} of the {len(wanted)} quantizable nodes of "
+                             f"{src.name} in float without being asked ({', '.join(missing[:3])}"
+                             f"{' ...' if len(missing) > 3 else ''}): an INT8 artifact that is not what it says "
+                             "was not written; report this with the model")
+
+
+def _failure(src: Path, dst: Path, parity: dict, rounds: list, excluded: dict, ranked: list, wanted: set) -> str:
+    """The one line of an INT8 gate that no exclusion search could meet, naming the nodes that hold the error."""
+    which = parity["vs_parent"] if not parity["vs_parent"]["passed"] else parity["vs_torch"]
+    bad = next(g for g in which["gates"] if not g["passed"])
+    worst = [s for s in ranked if not s.graph_order][:3] or ranked[:3]
+    holders = "; ".join(f"{s.node} ({s.op}: {s.detail()})" for s in worst) or "none stands out"
+    return (f"INT8 of {src.name} still fails {bad['metric']} {bad['op']} {bad['threshold']:g} on '{bad['output']}' "
+            f"({bad['value']:.4g}) after {len(rounds)} rounds with {len(excluded)} nodes kept in float "
+            f"({len(wanted & set(excluded))} of its {len(wanted)} quantizable ones); the error is held by "
+            f"{holders}; {dst.name} left as it was (keep more nodes in float with --exclude or configs "
+            "int8.exclude, or loosen the module's int8 gate)")
+
+
+def cpu_kernel_parity(judge, candidate: Path, parent: Path) -> dict:
+    """What onnxruntime's fused INT8 CPU kernels give on this machine, against the parent: recorded, not gated.
+
+    The gate judges the Q/DQ arithmetic the artifact defines (see :meth:`Judge.outputs`).  onnxruntime's
+    fused CPU integer kernels depend on the CPU: without VNNI (AVX2, AVX-512F alone) VPMADDUBSW saturates
+    16-bit sums of products of full-range INT8 weights, and even with VNNI they differed from the Q/DQ
+    arithmetic on a seeded landmarker (benchmarks/results/int8-portability/).  Deployers of INT8 on
+    onnxruntime's CPU provider should know what the file gives there."""
+    from ..export.parity import check_parity
+    from ..hostinfo import cpu_features
+
+    cand = judge.outputs(candidate, qdq_reference=False)
+    par = judge.outputs(parent)
+    rec = check_parity(judge.spec, par.__getitem__, cand.__getitem__, range(len(judge.feeds)), precision="int8",
+                       trained=judge.trained, raise_on_fail=False,
+                       reference_label=f"{Path(parent).name} (onnxruntime CPU)",
+                       candidate_label=f"{Path(candidate).name} (onnxruntime CPU integer kernels)",
+                       inputs_label=judge.inputs_label)
+    judge.forget(candidate)
+    feats = cpu_features()
+    return {"cpu": feats, "gated": False, "within_gate": rec["passed"],
+            "metrics": {g["metric"]: g["value"] for g in rec["gates"]},
+            "note": ("onnxruntime's fused integer kernels on this CPU, recorded, not gated: the gate judges the "
+                     "Q/DQ arithmetic itself (what TensorRT computes). "
+                     + ("This CPU has VNNI." if feats.get("vnni") else
+                        "No VNNI here: VPMADDUBSW saturates 16-bit pair sums of full-range INT8 weights.")
+                     )}
 
 
 def _op(model, name: str) -> str:

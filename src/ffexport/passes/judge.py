@@ -32,12 +32,15 @@ class Judge:
             raise ParityError(f"parity for {target.label}: no inputs to compare on")
 
     # reference outputs ---------------------------------------------------------------------------
-    def outputs(self, path: str | Path) -> list[dict]:
+    def outputs(self, path: str | Path, qdq_reference: bool = True) -> list[dict]:
+        """Outputs of ``path`` on the feeds (onnxruntime CPU).  A Q/DQ model runs as its operators define
+        it (``qdq_reference``, the default): the artifact's own arithmetic, the same on every CPU and what
+        TensorRT computes; False runs onnxruntime's fused integer kernels, which differ between CPUs."""
         from ..backends.ort import OrtRunner
 
-        key = (str(Path(path).resolve()), sha256_file(path))
+        key = (str(Path(path).resolve()), sha256_file(path), qdq_reference)
         if key not in self._cache:
-            with OrtRunner(path, spec=self.spec, name=Path(path).name) as r:
+            with OrtRunner(path, spec=self.spec, name=Path(path).name, qdq_reference=qdq_reference) as r:
                 self._cache[key] = [r.infer(f) for f in self.feeds]
         return self._cache[key]
 
