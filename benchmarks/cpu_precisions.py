@@ -122,7 +122,7 @@ def main() -> None:
     from ffexport.config import resolve_spec
     from ffexport.faces import load_face_folder, module_feeds
     from ffexport.passes.calib import source_identities
-    from ffexport.passes.optimize import optimize
+    from ffexport.artifacts.optimize import optimize
 
     torch.set_num_threads(args.threads)
     names = specs.modules() if args.modules == "all" else args.modules.split(",")

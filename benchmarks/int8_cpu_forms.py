@@ -67,8 +67,8 @@ def main() -> None:
     from ffexport.passes import calib as C
     from ffexport.passes import graph
     from ffexport.passes.int8 import DEFAULT_OP_TYPES, _pre_process, calibrate
-    from ffexport.passes.optimize import Run
-    from ffexport.passes.target import module_target
+    from ffexport.artifacts.optimize import Run
+    from ffexport.artifacts.targets import module_target
 
     faces = load_face_folder(args.calib, require_landmarks=True)[::6][:6]
     res = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "flags": cpu_flags(), "threads": args.threads,

@@ -31,8 +31,8 @@ def measure(module: str, out: Path, calib: Path, rebuild: bool) -> dict:
     from ffexport.fsutil import sha256_file
     from ffexport.manifest import Manifest
     from ffexport.passes.int8 import cpu_kernel_parity
-    from ffexport.passes.optimize import Run
-    from ffexport.passes.target import module_target
+    from ffexport.artifacts.optimize import Run
+    from ffexport.artifacts.targets import module_target
 
     name, _, variant = module.partition(".")
     spec = resolve_spec(name, variant or None)

@@ -25,7 +25,7 @@ def main() -> None:
     a = ap.parse_args()
     from ffexport import specs
     from ffexport.backends.ort import OrtRunner
-    from ffexport.pipeline.stages import onnx_artifact
+    from ffexport.artifacts.find import onnx_artifact
 
     def timed(fn, feeds_list, rounds=5):
         for _ in range(2):  # twice: a runner with sessions per shape opens them on a shape's second sighting

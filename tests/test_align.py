@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ffexport.pipeline.align import (align_crop, estimate_crop_matrix, invert_affine, letterbox, normalize,
+from ffexport.vision.align import (align_crop, estimate_crop_matrix, invert_affine, letterbox, normalize,
                                      template_points, to_tensor_image, to_uint8_hwc, transform_points,
                                      umeyama, unletterbox_points, warp_affine)
 from ffexport.specs.base import Preprocess

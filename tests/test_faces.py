@@ -14,7 +14,7 @@ from ffexport import specs
 from ffexport.errors import CalibrationError, InputSpecError
 from ffexport.faces import (AUGMENT, FLIP_ORDER, FaceDataWarning, FaceImage, augment, builtin_face, builtin_faces,
                             iter_face_folder, load_face_folder, module_feeds, synthetic_landmarks)
-from ffexport.pipeline.align import estimate_crop_matrix, template_points, transform_points
+from ffexport.vision.align import estimate_crop_matrix, template_points, transform_points
 
 REPO = Path(__file__).resolve().parents[1]
 CALIBRATION = REPO / "calibration"
@@ -200,7 +200,7 @@ def test_aligned_feeds_put_the_landmarks_on_the_template(faces):
     eye_gap = float((tpl[1] - tpl[0]).norm())  # a face is not the template: allow a quarter of the eye distance
     assert (transform_points(lm, M) - tpl).norm(dim=-1).max() < 0.25 * eye_gap
     feed = next(module_feeds(spec, faces[:1]))["input"]
-    from ffexport.pipeline.align import align_crop, normalize, to_tensor_image
+    from ffexport.vision.align import align_crop, normalize, to_tensor_image
 
     crop, _ = align_crop(to_tensor_image(faces[0].rgb), lm, spec.template, 112)
     assert torch.allclose(feed, normalize(crop, spec.preprocess))

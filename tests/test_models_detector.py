@@ -17,7 +17,7 @@ skdata = pytest.importorskip("skimage.data")
 from ffexport import specs  # noqa: E402
 from ffexport.errors import CheckpointError  # noqa: E402
 from ffexport.models import build_model, load_checkpoint  # noqa: E402
-from ffexport.pipeline.detect import (  # noqa: E402
+from ffexport.vision.retinaface import (  # noqa: E402
     anchor_centers, box_iou, decode, detect_postprocess, nms)
 
 SPEC = specs.get("detector", "retinaface-mnet025")

@@ -11,8 +11,9 @@ import torch
 from ffexport import specs
 from ffexport.errors import MissingDependencyError
 from ffexport.models import build_model
-from ffexport.pipeline.align import to_tensor_image
-from ffexport.pipeline.mtcnn import MTCNNDetector, TorchNet, batched_nms, crop_boxes, square
+from ffexport.vision.align import to_tensor_image
+from ffexport.pipeline.mtcnn import MTCNNDetector, TorchNet
+from ffexport.vision.mtcnn import batched_nms, crop_boxes, square
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("facenet_pytorch") is None,
                                 reason="facenet-pytorch (MTCNN's trained weights) is not installed")
@@ -158,7 +159,7 @@ def test_padded_batches_give_the_same_faces_and_only_bucket_sizes(detector, astr
 
 
 def test_bucket_sizes():
-    from ffexport.pipeline.mtcnn import bucket
+    from ffexport.vision.mtcnn import bucket
 
     assert [bucket(n) for n in (1, 16, 17, 100, 4096)] == [16, 16, 32, 128, 4096]
     assert bucket(5, cap=8) == 8 and bucket(8, cap=8) == 8 and bucket(3, cap=32) == 16

@@ -26,7 +26,7 @@ def _manifest(folder):
 
 def test_optimize_api_and_skip_if_unchanged(arts):
     from ffexport import specs
-    from ffexport.passes.optimize import optimize
+    from ffexport.artifacts.optimize import optimize
 
     spec = specs.get("mtcnn_onet")
     messages: list[str] = []
@@ -128,7 +128,7 @@ def test_precisions_share_their_upstream_steps_whichever_faces_proved_them(tmp_p
     """FP16 judged on the built-in faces and INT8 calibrated on calibration/ share fp32.sim.onnx: neither
     redoes it for the other (which made `ffexport run` re-simplify every module on every run)."""
     from ffexport import specs
-    from ffexport.passes.optimize import optimize
+    from ffexport.artifacts.optimize import optimize
 
     _, path = exported_small("mtcnn_rnet")
     shutil.copytree(path.parent, tmp_path / path.parent.name)

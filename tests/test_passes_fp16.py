@@ -103,8 +103,8 @@ def test_overflow_nodes_kept_fp32(tmp_path, capsys):
 def test_overflow_caught_by_parity_alone(tmp_path, monkeypatch):
     """Without the range check, the inf/NaN outputs fail the gate and the fallback finds the culprits."""
     from ffexport.passes import fp16 as F
-    from ffexport.passes.optimize import Run
-    from ffexport.passes.target import onnx_target
+    from ffexport.artifacts.optimize import Run
+    from ffexport.artifacts.targets import onnx_target
 
     monkeypatch.setattr(F, "OVERFLOW_LIMIT", float("inf"))
     src = export_foreign(overflow_net(), tmp_path / "overflow.onnx")
@@ -120,8 +120,8 @@ def test_overflow_caught_by_parity_alone(tmp_path, monkeypatch):
 
 def test_precision_loss_found_by_parity(tmp_path):
     """No overflow, but (y + 3000) - 3000 rounds y to steps of 2 in FP16: parity finds the Add."""
-    from ffexport.passes.optimize import Run
-    from ffexport.passes.target import onnx_target
+    from ffexport.artifacts.optimize import Run
+    from ffexport.artifacts.targets import onnx_target
 
     src = export_foreign(cancel_net(), tmp_path / "cancel.onnx")
     with pytest.warns(UserWarning):

@@ -90,8 +90,8 @@ def test_calibration_streams(tmp_path, exported_small, monkeypatch):
     from onnxruntime.quantization import calibrate as ort_cal
 
     from ffexport import faces, specs
-    from ffexport.passes.optimize import Run
-    from ffexport.passes.target import module_target
+    from ffexport.artifacts.optimize import Run
+    from ffexport.artifacts.targets import module_target
 
     _, path = exported_small("mtcnn_rnet")
     shutil.copytree(path.parent, tmp_path / path.parent.name)

@@ -52,7 +52,7 @@ def test_onnxslim_fallback_when_onnxsim_fails(tmp_path, exported_small, monkeypa
     """Where onnxsim fails, onnxslim is used and the record says which and why."""
     from ffexport import specs
     from ffexport.passes import simplify as S
-    from ffexport.passes.optimize import optimize
+    from ffexport.artifacts.optimize import optimize
 
     spec, path = exported_small("blender")
     shutil.copytree(path.parent, tmp_path / path.parent.name)

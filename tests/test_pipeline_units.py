@@ -54,7 +54,7 @@ def test_roi_paste_equals_full_frame_blend():
     """The pipeline blends on the face's region only: it must equal the blender on the whole frame."""
     from ffexport.backends.torch import TorchRunner
     from ffexport.models import build_model
-    from ffexport.pipeline import align
+    from ffexport.vision import align
     from ffexport.pipeline.pipeline import paste
     from ffexport.pipeline.stages import Stage
 

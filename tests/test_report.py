@@ -13,7 +13,7 @@ from ffexport.cli.main import main
 @pytest.fixture(scope="module")
 def arts(tmp_path_factory, exported_small):
     from ffexport import specs
-    from ffexport.passes.optimize import optimize
+    from ffexport.artifacts.optimize import optimize
 
     out = tmp_path_factory.mktemp("report")
     _, path = exported_small("mtcnn_rnet")

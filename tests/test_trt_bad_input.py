@@ -234,7 +234,7 @@ def test_no_gpu_is_one_honest_line(built):
     """On a machine without a GPU the runner says so (after the checks that need none), never a number."""
     from ffexport.backends.trt import TrtRunner, trt_availability
     from ffexport.errors import RuntimeUnavailableError
-    from ffexport.passes.trt_flavors import local_gpu
+    from ffexport.backends.trt_flavors import local_gpu
 
     if local_gpu() is not None:
         pytest.skip("a CUDA GPU is present: tests/test_trt_runner.py covers this machine")

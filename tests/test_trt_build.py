@@ -21,7 +21,7 @@ pytestmark = needs_rtx
 
 REPO = Path(__file__).resolve().parents[1]
 CALIB = REPO / "calibration"
-ONNX_FOR = {"fp32": "fp32.sim.onnx", "fp16": "fp16.onnx", "int8": "int8.onnx"}
+from ffexport.vocab import PRECISION_ONNX as ONNX_FOR  # noqa: E402
 
 
 ENCODER = ["--module", "encoder", "--variant", "iresnet18"]  # the real iResNet-18: 96 MB of FP32 weights
@@ -99,7 +99,7 @@ def test_second_run_is_a_cache_hit(art, capsys):
     assert _trt(art, *ENCODER, "--precision", "int8") == 0
     assert (digest(engine), engine.stat().st_mtime_ns) == before, "the second run rebuilt the engine"
     from ffexport import specs
-    from ffexport.passes.trt import build_module_engine
+    from ffexport.artifacts.engines import build_module_engine
 
     rec = build_module_engine(specs.get("encoder", "iresnet18"), "int8", out=art, calib=CALIB)
     assert rec["engine_cache_hit"] is True and rec["sha256"] == before[0]
@@ -123,7 +123,7 @@ def test_changed_key_rebuilds_and_force_rebuilds(art, capsys):
 
 def test_blender_profile_comes_from_configs(art):
     from ffexport import specs
-    from ffexport.passes.trt import build_module_engine
+    from ffexport.artifacts.engines import build_module_engine
 
     rec = build_module_engine(specs.get("blender"), "fp32", out=art, calib=CALIB)
     # configs/blender.yaml: batch {1, 1, 8}; trt.dims height [64, 720, 2160], width [64, 1280, 3840], crop 64..512

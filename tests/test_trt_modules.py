@@ -33,7 +33,7 @@ def _outside_the_repo(tmp_path, monkeypatch):
 @pytest.mark.parametrize("module", specs.modules())
 def test_module_builds_an_engine(module, precision, session_artifacts):
     from ffexport.config import resolve_spec
-    from ffexport.passes.trt import build_module_engine
+    from ffexport.artifacts.engines import build_module_engine
 
     spec = resolve_spec(module, small_spec(module).variant)
     rec = build_module_engine(spec, precision, out=session_artifacts, calib=CALIB)

@@ -49,7 +49,7 @@ def test_no_tensorrt_installed_is_one_line(tmp_path):
 def test_rtx_refuses_compute_capability_9_from_its_own_list():
     """TensorRT for RTX lists the compute capabilities it supports (its ComputeCapability enum); 9.0, the
     H100/H200, is not among them, so the runner and the benchmark say so instead of running."""
-    from ffexport.passes.trt_flavors import GpuInfo, load
+    from ffexport.backends.trt_flavors import GpuInfo, load
 
     rtx = load("tensorrt_rtx")
     assert "9.0" not in rtx.target_ccs() and "8.6" in rtx.target_ccs()
@@ -64,7 +64,7 @@ def test_runner_on_unsupported_gpu_says_why(tmp_path, monkeypatch):
     """Where the GPU is one the engine's runtime refuses, activation fails with that one line."""
     from ffexport.backends import trt as backend
     from ffexport.errors import RuntimeUnavailableError
-    from ffexport.passes import trt_flavors as F
+    from ffexport.backends import trt_flavors as F
     from trt_fixtures import export_spec_onnx
     from ffexport import specs
     from ffexport.passes.trt import build_engine
@@ -87,8 +87,8 @@ def test_runner_on_unsupported_gpu_says_why(tmp_path, monkeypatch):
 def engines(tmp_path_factory):
     """The encoder (iResNet-18) at each precision, built by `ffexport trt` with the flavour that runs here."""
     from ffexport import specs
-    from ffexport.passes.trt import build_module_engine
-    from ffexport.passes.trt_flavors import FLAVORS, load, local_gpu
+    from ffexport.artifacts.engines import build_module_engine
+    from ffexport.backends.trt_flavors import FLAVORS, load, local_gpu
 
     gpu = local_gpu()
     flavor = next(n for n in FLAVORS if available(n) and load(n).runs_on(gpu)[0])
@@ -162,7 +162,7 @@ def test_tensorrt_timing_cache_is_persisted_and_reused(tmp_path):
     """TensorRT 10/11 (not RTX, where timing caches are no-ops): the second build loads the first's cache."""
     from ffexport import specs
     from ffexport.passes.trt import build_engine
-    from ffexport.passes.trt_flavors import local_gpu, load
+    from ffexport.backends.trt_flavors import local_gpu, load
     from trt_fixtures import export_spec_onnx
 
     if not available("tensorrt") or not load("tensorrt").runs_on(local_gpu())[0]:

@@ -274,7 +274,7 @@ def augment(face: FaceImage, n: int, seed: int = 0) -> list[FaceImage]:
     """
     import torch
 
-    from .pipeline.align import to_tensor_image, to_uint8_hwc, transform_points, warp_affine
+    from .vision.align import to_tensor_image, to_uint8_hwc, transform_points, warp_affine
 
     out = []
     lm = face.landmarks if face.landmarks is not None else synthetic_landmarks(*face.size)[0]
@@ -325,7 +325,7 @@ def _aligned(face: FaceImage, template, size: int) -> tuple["torch.Tensor", "tor
     """``1 x 3 x size x size`` crop in [0, 255] and its frame -> crop matrix."""
     import torch
 
-    from .pipeline.align import align_crop, to_tensor_image
+    from .vision.align import align_crop, to_tensor_image
 
     return align_crop(to_tensor_image(face.rgb), torch.from_numpy(_landmarks(face))[None].float(), template, size)
 
@@ -338,7 +338,7 @@ def _feed_aligned(spec: "ModuleSpec", items: list[_Item]) -> dict:
     """Landmarker, encoder, enhancer (and any single-input module with a template)."""
     import torch
 
-    from .pipeline.align import normalize
+    from .vision.align import normalize
 
     size = int(spec.input_size[0])
     crops = torch.cat([_aligned(it.face, spec.template, size)[0] for it in items])
@@ -357,7 +357,7 @@ def _feed_letterbox(spec: "ModuleSpec", items: list[_Item]) -> dict:
     """Detector: letterboxed square frames (top-left aligned, zero padding) in the spec's colour/normalisation."""
     import torch
 
-    from .pipeline.align import letterbox, normalize, to_tensor_image
+    from .vision.align import letterbox, normalize, to_tensor_image
 
     size = int(spec.input_size[0])
     frames = torch.cat([letterbox(to_tensor_image(it.face.rgb), size)[0] for it in items])
@@ -377,7 +377,7 @@ def _feed_pnet(spec: "ModuleSpec", items: list[_Item]) -> dict:
     """P-Net: each image centre-cropped to the example aspect and resized to the example size."""
     import torch
 
-    from .pipeline.align import normalize, to_tensor_image
+    from .vision.align import normalize, to_tensor_image
 
     tin = _image_input(spec)
     hh, ww = tin.concrete(1)[2:]
@@ -395,8 +395,8 @@ def _feed_box_crop(spec: "ModuleSpec", items: list[_Item]) -> dict:
     """R-/O-Net: the face's square box resampled to the net's size, as the cascade does."""
     import torch
 
-    from .pipeline.align import normalize, to_tensor_image
-    from .pipeline.mtcnn import crop_boxes, square
+    from .vision.align import normalize, to_tensor_image
+    from .vision.mtcnn import crop_boxes, square
 
     size = int(spec.input_size[0])
     crops = [crop_boxes(to_tensor_image(it.face.rgb), square(torch.from_numpy(_box(it.face))[None].float()), size)
@@ -409,7 +409,7 @@ def _feed_blender(spec: "ModuleSpec", items: list[_Item]) -> dict:
     arcface_128 crop in [0, 1], the crop -> frame matrix and the default mask parameters."""
     import torch
 
-    from .pipeline.align import align_crop, invert_affine, to_tensor_image
+    from .vision.align import align_crop, invert_affine, to_tensor_image
 
     crop_size = int(spec.input("crop").concrete(1)[-1])
     frames, crops, mats = [], [], []
@@ -461,7 +461,7 @@ def default_source_embedder(seed: int = 0) -> Callable[[FaceImage], "torch.Tenso
 
     from . import specs
     from .models import build_model
-    from .pipeline.align import normalize
+    from .vision.align import normalize
 
     spec = specs.get(*SOURCE_ENCODER)
     model = build_model(spec, seed=seed)

@@ -24,7 +24,7 @@ from .._lazy import available, require
 from ..errors import ArtifactError, InputSpecError, ModelLoadError, RuntimeUnavailableError
 from ..fsutil import sha256_bytes
 from ..manifest import Manifest
-from ..passes import trt_flavors as F
+from . import trt_flavors as F
 from .base import Runner
 
 _TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "INT32": "int32",

@@ -55,7 +55,7 @@ class NaiveModel:
             self.source = "torch (default weights)"
         elif backend == "ort":
             from ..backends.ort import ort_session
-            from ..pipeline.stages import onnx_artifact
+            from ..artifacts.find import onnx_artifact
 
             path = onnx_artifact(spec, precision, out, build_missing=False)  # the bench prepared it
             self.sess = ort_session(path, device)
@@ -67,7 +67,7 @@ class NaiveModel:
             import torch
 
             from ..backends.trt import TrtRunner
-            from ..pipeline.stages import engine_artifact
+            from ..artifacts.find import engine_artifact
 
             self._torch = torch
             path = engine_artifact(spec, precision, out, build_missing=False, device=device)

@@ -9,7 +9,7 @@ For one module (one spec) this writes into the bench's cache folder:
   TF32 off (the parity reference of every row);
 * ``model.pt``: the torch module (pickled), so torch rows load it instead of re-initialising it;
 
-and builds the ONNX artifacts (:func:`ffexport.passes.optimize.optimize`) and TensorRT engines
+and builds the ONNX artifacts (:func:`ffexport.artifacts.optimize.optimize`) and TensorRT engines
 (:func:`ffexport.passes.trt.build_engine`, from those ONNX files) the rows need, recording a one-line reason
 for any that cannot be built.  Preparation runs before the measurements (several modules in
 parallel on the CPU), so no timed process shares the machine with it.
@@ -91,7 +91,7 @@ def _artifact_record(path: Path) -> dict:
 
 
 def build_onnx(spec, precisions, *, artifacts, calib, samples, parity_samples, say) -> dict:
-    from ..passes.optimize import optimize
+    from ..artifacts.optimize import optimize
 
     out = {}
     for precision in precisions:
@@ -114,8 +114,9 @@ def build_onnx(spec, precisions, *, artifacts, calib, samples, parity_samples, s
 def build_engines(spec, precisions, onnx: dict, *, artifacts, say) -> dict:
     """Engines from the ONNX artifacts ``build_onnx`` made (the same files the ORT rows run)."""
     from ..manifest import artifact_dir
-    from ..passes import trt_flavors as F
-    from ..passes.trt import DEFAULT_CACHE, build_engine, config_dims, engine_name
+    from ..backends import trt_flavors as F
+    from ..passes.trt import DEFAULT_CACHE, build_engine, config_dims
+    from ..vocab import engine_name
 
     out = {}
     for precision in precisions:

@@ -25,8 +25,8 @@ def _exclude(values: List[str]) -> list[str]:
 def _runs(module, onnx, inputs, variant, out, calib, samples, parity_samples, config_dir, precision, bar, task):
     """(label, Run) per selected target."""
     from ..config import resolve_spec
-    from ..passes.optimize import Run
-    from ..passes.target import module_target, onnx_target
+    from ..artifacts.optimize import Run
+    from ..artifacts.targets import module_target, onnx_target
     from .common import select_modules
 
     def say(msg):
@@ -154,7 +154,7 @@ def register(app: typer.Typer) -> None:
                                                      help="FP16: keep float32 inputs and outputs"),
     ) -> None:
         """export -> simplify -> fp16 | int8, skipping steps whose inputs have not changed."""
-        from ..passes.optimize import _check_precision
+        from ..artifacts.optimize import _check_precision
 
         _check_precision(precision)
         with one_line_warnings():

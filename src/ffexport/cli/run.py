@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
         from .._lazy import available
         from ..config import resolve_spec
         from ..errors import FFExportError, InputSpecError
-        from ..passes.optimize import optimize
+        from ..artifacts.optimize import optimize
         from .common import select_modules
 
         wanted = [p.strip() for p in precisions.split(",") if p.strip()]
@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
                         optimize(spec, precision, out=out, calib=calib if precision == "int8" else None,
                                  force=force, progress=say)
                         if build_trt:
-                            from ..passes.trt import build_module_engine
+                            from ..artifacts.engines import build_module_engine
 
                             bar.update(task, description=f"{spec.key} {precision} TensorRT")
                             build_module_engine(spec, precision, out=out, calib=calib, force=force, progress=say)

@@ -86,7 +86,7 @@ def build_modules(selector: str, precision: str, *, variant=None, calib=None, ou
     from ..config import resolve_spec
     from ..errors import FFExportError
     from ..manifest import artifact_dir
-    from ..passes.trt import build_module_engine
+    from ..artifacts.engines import build_module_engine
     from .common import select_modules
 
     names = select_modules(selector)
@@ -120,8 +120,9 @@ def _build_onnx(onnx: Path, name, precision, out, cache_dir, config_dir, opts) -
     from ..errors import FFExportError
     from ..export.onnx import read_metadata
     from ..manifest import artifact_dir
-    from ..passes.trt import DEFAULT_CACHE, build_engine, config_dims, engine_name
-    from ..passes.trt_flavors import resolve
+    from ..passes.trt import DEFAULT_CACHE, build_engine, config_dims
+    from ..vocab import engine_name
+    from ..backends.trt_flavors import resolve
 
     spec = None
     key = read_metadata(onnx).get("ffexport.spec", "") if onnx.is_file() else ""
@@ -171,7 +172,7 @@ def _table(rows) -> None:
 def _print_inspect(info: dict, layers: bool) -> None:
     from rich.table import Table
 
-    from ..passes.trt_flavors import LABELS
+    from ..backends.trt_flavors import LABELS
 
     rec = info.get("record") or {}
     console.print(f"[bold]{info['file']}[/]  {human_size(info['size_bytes'])}  sha256 {info['sha256'][:16]}...")

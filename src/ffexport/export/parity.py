@@ -78,7 +78,7 @@ def _task_metrics(task: str, spec, ref: Mapping, cand: Mapping, acc: _Acc, train
             err = (cand["points"].double().cpu() - ref["points"].double().cpu()).norm(dim=-1).mean(-1)
             acc.update("point_err_px", "points", float(err.max()), worst=max)
     elif task == "detection" and trained:
-        from ..pipeline.detect import box_iou, detect_postprocess
+        from ..vision.retinaface import box_iou, detect_postprocess
 
         for r, c in zip(detect_postprocess(ref), detect_postprocess(cand)):
             rb, rk = r[0].double().cpu(), r[1].double().cpu()

@@ -195,7 +195,7 @@ def source_identities(spec, out: Path | None) -> SourceIdentities | None:
 def _onnx_embedder(enc_spec, path: Path) -> Embedder:
     torch = require("torch")
     from ..backends.ort import OrtRunner
-    from ..pipeline.align import align_crop, normalize, to_tensor_image
+    from ..vision.align import align_crop, normalize, to_tensor_image
 
     runner = OrtRunner(path, spec=enc_spec, name=path.name)
     size = int(enc_spec.input_size[0])

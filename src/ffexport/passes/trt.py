@@ -19,23 +19,16 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from .._lazy import require
-from ..errors import (ArtifactError, CalibrationError, ConfigError, InputSpecError, ModelLoadError,
+from ..errors import (ArtifactError, ConfigError, InputSpecError, ModelLoadError,
                       RuntimeUnavailableError)
 from ..fsutil import atomic_path, ensure_writable_dir, sha256_file, write_bytes_atomic
-from ..manifest import Manifest, artifact_dir, new_record
-from . import trt_flavors as F
+from ..manifest import Manifest, new_record
+from ..backends import trt_flavors as F
 
-# the ONNX artifact each precision's engine is built from (made by the passes)
-ONNX_FOR = {"fp32": "fp32.sim.onnx", "fp16": "fp16.onnx", "int8": "int8.onnx"}
 OPT_LEVELS = range(0, 6)
 DEFAULT_CACHE = ".trt-cache"  # under the artifact root: timing caches
-DEFAULT_CALIB = Path("calibration")  # what the passes calibrate on when --calib is not given
 
 Range = tuple[int, int, int]
-
-
-def engine_name(precision: str, flavor: str) -> str:
-    return f"{precision}.{flavor}.engine"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -367,49 +360,3 @@ def build_engine(onnx_path: str | Path, spec=None, *, precision: str, out_path: 
         manifest.set_module(spec)
     manifest.put(out_path.name, rec)
     return dict(rec, engine_cache_hit=False)
-
-
-# ---------------------------------------------------------------------------------------------
-# Registered modules
-# ---------------------------------------------------------------------------------------------
-
-def source_onnx(spec, precision: str, *, out: str | Path = "artifacts", calib: str | Path | None = None,
-                progress: Callable[[str], None] | None = None) -> Path:
-    """The ONNX artifact a ``precision`` engine is built from, made through the passes when missing or stale.
-
-    INT8 needs calibration faces (``--calib DIR``, or ``./calibration`` as the passes default to); without
-    any, an existing ``int8.onnx`` is used as it is, and with neither the answer is one line.
-    """
-    folder = artifact_dir(out, spec)
-    want = folder / ONNX_FOR[precision]
-    if precision == "int8" and calib is None and not DEFAULT_CALIB.is_dir():
-        if want.is_file():
-            return want
-        raise CalibrationError(f"{spec.key}: --precision int8 needs calibration images (--calib DIR, or a "
-                               f"./{DEFAULT_CALIB} folder) or an existing {want}; there is none of them")
-    try:
-        from .optimize import optimize
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__package__}.optimize":
-            raise
-        if want.is_file():
-            return want
-        raise ArtifactError(f"{want} does not exist and the ONNX passes are not installed to make it") from exc
-    return Path(optimize(spec, precision, out=out, calib=calib, progress=progress, reprove=False))
-
-
-def build_module_engine(spec, precision: str, *, out: str | Path = "artifacts", calib: str | Path | None = None,
-                        flavor: str = "auto", batch: Sequence[int] | None = None,
-                        dims: Mapping[str, Sequence[int]] | None = None, workspace_mb: int | None = None,
-                        opt_level: int | None = None, target_cc: Sequence[str] | None = None,
-                        version_compatible: bool = False, cache_dir: str | Path | None = None, force: bool = False,
-                        config_dir=None, progress: Callable[[str], None] | None = None) -> dict:
-    """``artifacts/<module>/<precision>.<flavor>.engine`` from the module's ONNX artifact for ``precision``."""
-    merged = {**config_dims(spec.module, config_dir), **dict(dims or {})}
-    fl = F.resolve(flavor)  # fail before the upstream passes when no TensorRT can build here
-    onnx_path = source_onnx(spec, precision, out=out, calib=calib, progress=progress)
-    out_path = artifact_dir(out, spec) / engine_name(precision, fl.name)
-    return build_engine(onnx_path, spec, precision=precision, out_path=out_path, flavor=fl, batch=batch, dims=merged,
-                        workspace_mb=workspace_mb, opt_level=opt_level, target_cc=target_cc,
-                        version_compatible=version_compatible, cache_dir=cache_dir or Path(out) / DEFAULT_CACHE,
-                        force=force, progress=progress)

@@ -3,12 +3,12 @@
 ``FaceDetector(images)`` takes ``B x 3 x H x W`` float RGB frames in [0, 255]
 on the device and returns, per frame, ``(boxes (N, 4) xyxy, landmarks (N, 5,
 2), scores (N,))`` in frame pixels with pixel centres at integer coordinates
-(the convention of :mod:`ffexport.pipeline.align`), highest score first.
+(the convention of :mod:`ffexport.vision.align`), highest score first.
 
 * ``mtcnn``: three stages (P-/R-/O-Net) driven by :class:`MTCNNDetector`;
   the default, because its weights are trained (facenet-pytorch's wheel).
 * ``retinaface``: one stage on a letterboxed 640x640 batch; anchor decoding,
-  score threshold and NMS on the device (:mod:`ffexport.pipeline.detect`).
+  score threshold and NMS on the device (:mod:`ffexport.vision.retinaface`).
   Needs a trained checkpoint to find real faces.
 """
 
@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from . import align
+from ..vision import align
 from .stages import Stage
 
 KINDS = ("mtcnn", "retinaface")
@@ -74,7 +74,7 @@ class FaceDetector:
             # ffexport's geometry puts the centre of pixel j at j
             return [((b.reshape(-1, 2, 2) / scale).reshape(-1, 4) - 0.5, p / scale - 0.5, s)
                     for b, p, s in self._cascade.detect(images)]
-        from .detect import detect_postprocess
+        from ..vision.retinaface import detect_postprocess
 
         stage = self.stages["detector"]
         size = int(stage.spec.input_size[0])

@@ -25,7 +25,7 @@ import torch
 from .. import specs
 from ..errors import InputSpecError, MediaError, NoFaceError, RuntimeUnavailableError, UnknownNameError
 from ..specs.templates import FFHQ_512
-from . import align
+from ..vision import align
 from .face_detector import FaceDetector, largest
 from .stages import PRECISIONS, Stage, make_stage
 

@@ -11,7 +11,7 @@ from types import MappingProxyType
 from typing import Literal, Mapping
 
 Precision = Literal["fp32", "fp16", "int8"]
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+from ..vocab import PRECISIONS  # noqa: E402,F401  (one definition, re-exported for the specs)
 BATCH = "batch"
 
 

@@ -28,10 +28,10 @@ from typing import Callable, Iterable, Sequence
 from ..errors import ArtifactError, CalibrationError, ConfigError, InputSpecError, UnknownNameError
 from ..fsutil import ensure_writable_dir, sha256_file
 from ..manifest import new_record
-from ..specs.base import PRECISIONS
-from . import calib as C
-from .judge import Judge
-from .target import FP32, PRECISION_FILE, Target, module_target, onnx_target
+from ..vocab import PRECISIONS
+from ..passes import calib as C
+from ..passes.judge import Judge
+from .targets import FP32, PRECISION_FILE, Target, module_target, onnx_target
 
 _TOOLS = {"simplify": ("onnx", "onnxruntime", "onnxsim", "onnxslim"),
           "fp16": ("onnx", "onnxruntime", "onnxconverter-common"),
@@ -289,7 +289,7 @@ class Run:
         return d
 
     def simplify(self, parent: Path, force: bool = False, tool: str = "auto", loose: bool = False) -> StepResult:
-        from .simplify import simplify
+        from ..passes.simplify import simplify
 
         parent = self._parent(parent)
         name = self.target.names["sim"]
@@ -314,7 +314,7 @@ class Run:
 
     def fp16(self, parent: Path, force: bool = False, keep_io_types: bool | None = None,
              loose: bool = False) -> StepResult:
-        from .fp16 import fp16
+        from ..passes.fp16 import fp16
 
         parent = self._parent(parent)
         cfg = self.cfg.get("fp16") or {}
@@ -331,7 +331,7 @@ class Run:
 
     def int8(self, parent: Path, force: bool = False, method: str | None = None,
              exclude: Iterable[str] = ()) -> StepResult:
-        from .int8 import METHODS, int8
+        from ..passes.int8 import METHODS, int8
 
         parent = self._parent(parent)
         if self.calib is None:
@@ -343,7 +343,7 @@ class Run:
         if method not in METHODS:
             raise UnknownNameError("calibration method", method, METHODS)
         excl = sorted(set(exclude) | set(cfg.get("exclude", [])))
-        from .int8 import DEFAULT_OP_TYPES
+        from ..passes.int8 import DEFAULT_OP_TYPES
 
         op_types = list(cfg.get("op_types") or DEFAULT_OP_TYPES)
         dedicated = bool(cfg.get("dedicated_qdq_pair", False))

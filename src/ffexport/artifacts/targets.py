@@ -21,8 +21,8 @@ from typing import Sequence
 from ..errors import ArtifactError, InputSpecError
 from ..manifest import Manifest, artifact_dir
 
-FP32, SIM, FP16, INT8 = "fp32.onnx", "fp32.sim.onnx", "fp16.onnx", "int8.onnx"
-PRECISION_FILE = {"fp32": SIM, "fp16": FP16, "int8": INT8}
+from ..vocab import FP16_ONNX as FP16, FP32_ONNX as FP32, INT8_ONNX as INT8, PRECISION_ONNX as PRECISION_FILE, \
+    SIM_ONNX as SIM
 
 
 class UnknownSpecWarning(UserWarning):
@@ -92,7 +92,7 @@ def onnx_target(path: str | Path, inputs: Sequence[str] = (), out: str | Path | 
     from .. import specs
     from ..config import resolve_spec
     from ..export.byo import byo_spec, parse_input_spec
-    from . import graph
+    from ..passes import graph
 
     path = Path(path)
     model = graph.load(path)
