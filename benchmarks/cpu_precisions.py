@@ -21,28 +21,19 @@ import argparse
 import collections
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
+from ffexport.bench.report import cpu_model
+from ffexport.vocab import PRECISIONS
+
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"detector": None, "landmarker": "2dfan1", "encoder": "iresnet18", "generator": "simswap-256-lite",
          "enhancer": "gfpgan-lite", "blender": None, "mtcnn_pnet": None, "mtcnn_rnet": None, "mtcnn_onet": None}
-PRECISIONS = ("fp32", "fp16", "int8")
 INT8_OPS = ("QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd", "QLinearMul", "QLinearConcat",
             "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearSigmoid", "QLinearLeakyRelu", "MatMulInteger",
             "ConvInteger", "DynamicQuantizeMatMul", "QLinearConvTranspose")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def cpu_flags() -> list[str]:
@@ -71,20 +62,15 @@ def session(path: Path, threads: int, optimized: Path | None = None):
 
 
 def time_model(path: Path, feeds: list[dict], threads: int, warmup: int, iters: int) -> dict:
-    from ffexport.bench.timing import stats
+    """Latency statistics (ms) of ``iters`` synchronous runs after ``warmup``, inputs rotating over ``feeds``."""
+    from ffexport.bench.timing import Timer, stats
 
     sess = session(path, threads)
     names = [i.name for i in sess.get_inputs()]
     dtypes = {i.name: ("float16" if i.type == "tensor(float16)" else "float32") for i in sess.get_inputs()}
     arrays = [{n: f[n].numpy().astype(dtypes[n]) for n in names} for f in feeds]
-    for k in range(warmup):
-        sess.run(None, arrays[k % len(arrays)])
-    samples = []
-    for k in range(iters):
-        t0 = time.perf_counter()
-        sess.run(None, arrays[k % len(arrays)])
-        samples.append((time.perf_counter() - t0) * 1000.0)
-    return stats(samples)
+    timing = Timer("cpu").run(lambda k: sess.run(None, arrays[k % len(arrays)]), iters=iters, warmup=warmup)
+    return stats(timing.latency_ms)
 
 
 def runtime_graph(path: Path, threads: int) -> dict:
@@ -121,7 +107,7 @@ def main() -> None:
     from ffexport import specs
     from ffexport.config import resolve_spec
     from ffexport.faces import load_face_folder, module_feeds
-    from ffexport.passes.calib import source_identities
+    from ffexport.passes.proof.calib import source_identities
     from ffexport.artifacts.optimize import optimize
 
     torch.set_num_threads(args.threads)
@@ -129,7 +115,7 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory(prefix="ffexport-bench-") if args.out is None else None
     out = Path(tmp.name) if tmp else args.out
     faces = load_face_folder(args.calib, limit=None, require_landmarks=True)[::6][:6]  # one view per person
-    result = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "flags": cpu_flags(),
+    result = {"machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "flags": cpu_flags(),
                           "onnxruntime": onnxruntime.__version__, "torch": torch.__version__,
                           "threads": args.threads, "loadavg_start": os.getloadavg()},
               "settings": {"variants": args.variants, "warmup": args.warmup, "iters": args.iters, "batch": 1,

@@ -17,14 +17,14 @@ for p in fp16 int8; do
   python3 -m ffexport optimize -m mtcnn_pnet,mtcnn_rnet,mtcnn_onet --precision $p --out "$ART" >"$ART/opt_mtcnn_$p.log" 2>&1 \
     || tail -5 "$ART/opt_mtcnn_$p.log"
 done
-python3 benchmarks/mtcnn_check.py --device cuda --artifacts "$ART" --frames 8 --no-sync \
-  --runs ${RUNS:-torch:fp16,ort:fp32,ort:fp16,ort:int8} --out "$OUT/mtcnn_check.json" 2>&1 | tee "$OUT/mtcnn_check.log"
+python3 benchmarks/mtcnn_check.py --device cuda --out "$ART" --frames 8 --no-sync \
+  --runs ${RUNS:-torch:fp16,ort:fp32,ort:fp16,ort:int8} --json "$OUT/mtcnn_check.json" 2>&1 | tee "$OUT/mtcnn_check.log"
 for bp in ${PROFILES:-torch:fp32 ort:fp32 ort:fp16}; do
   timeout ${PROFILE_TIMEOUT:-200} python3 benchmarks/pipeline_profile.py --backend ${bp%%:*} --precision ${bp##*:} \
-    --device cuda --enhance --frames 12 --artifacts "$ART" --out "$OUT/profile_${bp%%:*}_${bp##*:}.json" 2>&1 \
+    --device cuda --enhance --frames 12 --out "$ART" --json "$OUT/profile_${bp%%:*}_${bp##*:}.json" 2>&1 \
     | tail -8 | tee -a "$OUT/profile.log"
 done
 for p in fp32 fp16; do  # after the profiles: they built the generator's and enhancer's artifacts
-  python3 benchmarks/ort_shape_overhead.py --artifacts "$ART" --precision $p --big generator,enhancer \
-    --out "$OUT/ort_shape_overhead_$p.json"
+  python3 benchmarks/ort_shape_overhead.py --out "$ART" --precision $p --big generator,enhancer \
+    --json "$OUT/ort_shape_overhead_$p.json"
 done

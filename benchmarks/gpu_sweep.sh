@@ -57,7 +57,7 @@ python3 -m ffexport bench \
   --pipeline --resolution 1080p --faces 1 --frames 32 --naive-frames 8 \
   --iters 100 --warmup 10 --max-time 1 --rotate 4 \
   --samples 8 --parity-samples 4 --prepare-jobs 4 \
-  --calib calibration --artifacts "$WORK/artifacts" --work "$WORK/bench" --out "$WORK/results/{host}" \
+  --calib calibration --out "$WORK/artifacts" --work "$WORK/bench" --report "$WORK/results/{host}" \
   --timeout 240 --deadline "$BUDGET" --resume 2>"$WORK/sweep.stderr"
 rc=$?
 [ $rc -eq 0 ] || tail -n 20 "$WORK/sweep.stderr"

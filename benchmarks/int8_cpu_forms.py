@@ -24,7 +24,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from cpu_precisions import REPO, SMALL, cpu_flags, cpu_name, runtime_graph, save, time_model
+from cpu_precisions import REPO, SMALL, cpu_flags, runtime_graph, save, time_model
+
+from ffexport.bench.report import cpu_model
 
 FORMS = {
     "trt": dict(activation="QInt8", symmetric=True, all_ops=False),
@@ -51,6 +53,8 @@ def quantize(pre: Path, out: Path, cache: Path, form: dict) -> None:
 
 
 def main() -> None:
+    from ffexport.passes.int8 import pre_process
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="artifact folder holding <module>/fp32.sim.onnx")
     ap.add_argument("--modules", default="detector,landmarker,encoder,generator,enhancer")
@@ -66,12 +70,12 @@ def main() -> None:
     from ffexport.faces import load_face_folder, module_feeds
     from ffexport.passes import calib as C
     from ffexport.passes import graph
-    from ffexport.passes.int8 import DEFAULT_OP_TYPES, _pre_process, calibrate
+    from ffexport.passes.int8 import DEFAULT_OP_TYPES, calibrate
     from ffexport.artifacts.optimize import Run
     from ffexport.artifacts.targets import module_target
 
     faces = load_face_folder(args.calib, require_landmarks=True)[::6][:6]
-    res = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "flags": cpu_flags(), "threads": args.threads,
+    res = {"machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "flags": cpu_flags(), "threads": args.threads,
                        "loadavg_start": os.getloadavg()}, "modules": []}
     for name in args.modules.split(","):
         spec = specs.get(name, SMALL.get(name))
@@ -87,7 +91,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as d:
             work = Path(d)
             pre = work / "pre.onnx"
-            _pre_process(sim, pre)
+            pre_process(sim, pre)
             names = [i.name for i in graph.graph_inputs(graph.load(pre))]
             items = run.split()[0]
             caches = {}

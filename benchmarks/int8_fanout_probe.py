@@ -13,6 +13,7 @@ QuantizeLinear; with UINT8 activations every one is fused.
 
 from __future__ import annotations
 
+import argparse
 import collections
 import logging
 import tempfile
@@ -85,4 +86,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     main()

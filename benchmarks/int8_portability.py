@@ -33,16 +33,17 @@ def measure(module: str, out: Path, calib: Path, rebuild: bool) -> dict:
     from ffexport.passes.int8 import cpu_kernel_parity
     from ffexport.artifacts.optimize import Run
     from ffexport.artifacts.targets import module_target
+    from ffexport.vocab import INT8_ONNX, SIM_ONNX
 
     name, _, variant = module.partition(".")
     spec = resolve_spec(name, variant or None)
     target = module_target(spec, out)
     folder = target.folder
-    rec = Manifest.load(folder, required=True).get("int8.onnx") or {}
+    rec = Manifest.load(folder, required=True).get(INT8_ONNX) or {}
     samples = (rec.get("options") or {}).get("samples")
     run = Run(target, calib=calib, samples=samples, precision="int8")
     judge = run.judge()
-    sim, q = folder / "fp32.sim.onnx", folder / "int8.onnx"
+    sim, q = folder / SIM_ONNX, folder / INT8_ONNX
     gate = judge.compare(q, sim, "int8")
     judge.forget(q)
     kernels = cpu_kernel_parity(judge, q, sim)
@@ -55,7 +56,7 @@ def measure(module: str, out: Path, calib: Path, rebuild: bool) -> dict:
             copy = Path(d) / folder.name
             shutil.copytree(folder, copy)
             again = Run(module_target(spec, Path(d)), calib=calib, samples=samples, precision="int8")
-            res = again.int8(copy / "fp32.sim.onnx", force=True)
+            res = again.int8(copy / SIM_ONNX, force=True)
             row["rebuilt"] = {"sha256": res.record["sha256"], "rounds": res.record["rounds"],
                               "excluded": [e["node"] for e in res.record["excluded"]],
                               "same_file": res.record["sha256"] == row["int8_sha256"]}

@@ -1,12 +1,13 @@
 """Where the reference pipeline spends its time, per runner call, on one backend and precision.
 
     PYTHONPATH=src python benchmarks/pipeline_profile.py --backend ort --precision fp32 --device cuda \
-        --resolution 1080p --frames 16 [--enhance] [--out profile.json]
+        --resolution 1080p --frames 16 [--enhance] [--out ARTIFACTS] [--json profile.json]
 
 Every stage's runner call is timed with a device synchronisation before and after, in the
 pipeline (``in_pipeline``) and then again on the same inputs repeated back to back
-(``repeated``): a large gap between the two is per-call overhead that the pipeline's mix of
-shapes and stages causes (re-planning, re-tuning), not the model's own compute.
+(``repeated``: :class:`ffexport.bench.timing.Timer`'s synchronised wall times): a large gap
+between the two is per-call overhead that the pipeline's mix of shapes and stages causes
+(re-planning, re-tuning), not the model's own compute.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backend", default="ort")
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--device", default="cpu")
@@ -30,11 +31,12 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--enhance", action="store_true")
     ap.add_argument("--calib", default="calibration")
-    ap.add_argument("--artifacts", default="artifacts")
-    ap.add_argument("--out", default="")
+    ap.add_argument("--out", default="artifacts", help="artifact folder (one sub-folder per module)")
+    ap.add_argument("--json", default="", help="write the report to this JSON file")
     a = ap.parse_args(argv)
 
     from ffexport.bench.e2e import frame_set, parse_resolution
+    from ffexport.bench.timing import Timer, stats
     from ffexport.pipeline.pipeline import Pipeline
 
     cuda = a.device.startswith("cuda")
@@ -45,7 +47,7 @@ def main(argv=None) -> int:
 
     frames, source = frame_set({"calib": a.calib, "faces": 1, "frames": a.frames + a.warmup,
                                 "hw": parse_resolution(a.resolution)})
-    pipe = Pipeline(backend=a.backend, precision=a.precision, device=a.device, enhance=a.enhance, out=a.artifacts)
+    pipe = Pipeline(backend=a.backend, precision=a.precision, device=a.device, enhance=a.enhance, out=a.out)
     pipe.set_source(source)
     calls: dict[str, list] = defaultdict(list)
     last_feed: dict[str, dict] = {}
@@ -87,25 +89,19 @@ def main(argv=None) -> int:
         shapes = sorted({r[1] for r in rows})
         feed = last_feed[name]
         runner = pipe.stages[name].runner
-        rep = []
-        for _ in range(10):
-            sync()
-            t1 = time.perf_counter()
-            runner.infer(feed)
-            sync()
-            rep.append((time.perf_counter() - t1) * 1e3)
+        rep = Timer(a.device).run(lambda _i, r=runner, f=feed: r.infer(f), iters=10).wall_ms
         entry = {"calls_per_frame": len(rows) / a.frames, "ms_per_frame": sum(ms) / a.frames,
-                 "in_pipeline_median_ms": statistics.median(ms), "repeated_median_ms": statistics.median(rep),
+                 "in_pipeline_median_ms": statistics.median(ms), "repeated_median_ms": stats(rep)["p50"],
                  "shapes": [list(map(list, s)) for s in shapes[:16]], "distinct_shapes": len(shapes)}
         report["stages"][name] = entry
         print(f"  {name:12s} {entry['calls_per_frame']:5.1f} calls/frame {entry['ms_per_frame']:8.2f} ms/frame; "
               f"per call in pipeline {entry['in_pipeline_median_ms']:.3f} ms, repeated {entry['repeated_median_ms']:.3f} ms; "
               f"{len(shapes)} shapes", flush=True)
     pipe.close()
-    if a.out:
+    if a.json:
         from ffexport.fsutil import write_json_atomic
 
-        write_json_atomic(a.out, report)
+        write_json_atomic(a.json, report)
     return 0
 
 

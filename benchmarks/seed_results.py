@@ -6,9 +6,9 @@ SEED is a committed results.json (benchmarks/results/<gpu-name>/results.json); i
 WORK_RESULTS/<gpu-name>/results.json unless a file is already there (a resumed run on the same machine).
 'pipeline' drops the pipeline rows so they are measured again; 'all' drops every row.
 """
+import argparse
 import json
 import pathlib
-import sys
 
 
 def main(seed: str, root: str, redo: str = "") -> None:
@@ -26,4 +26,10 @@ def main(seed: str, root: str, redo: str = "") -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("seed", help="a committed results.json (benchmarks/results/<gpu-name>/results.json)")
+    ap.add_argument("root", help="where the sweep's reports go (its results.json is ROOT/<gpu-name>/results.json)")
+    ap.add_argument("redo", nargs="?", default="", choices=("", "pipeline", "all"),
+                    help="'pipeline': measure the pipeline rows again; 'all': every row")
+    a = ap.parse_args()
+    main(a.seed, a.root, a.redo)

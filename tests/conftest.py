@@ -1,4 +1,7 @@
-"""Shared test fixtures: small-but-real variants of every registered module, exported once per session."""
+"""Shared test fixtures: small-but-real variants of every registered module, exported once per session.
+
+The tests are laid out like the package (tests/<layer>/test_*.py); helpers shared by several files live in
+tests/helpers/."""
 
 from __future__ import annotations
 
@@ -7,27 +10,15 @@ from pathlib import Path
 
 import pytest
 
-# The variant each module is tested with in CI: the real architecture at its smallest registered size.
-# A module registered without an entry here fails tests/test_export.py::test_every_module_has_a_test.
-SMALL_VARIANTS = {
-    "detector": "retinaface-mnet025",
-    "landmarker": "2dfan1",
-    "encoder": "iresnet18",
-    "generator": "simswap-256-lite",
-    "enhancer": "gfpgan-lite",
-    "blender": "box-feather",
-    "mtcnn_pnet": None,
-    "mtcnn_rnet": None,
-    "mtcnn_onet": None,
-}
-
 REPO = Path(__file__).resolve().parents[1]
 
 
 def small_spec(module: str):
+    """The variant each module is tested with in CI: the one its spec marks ``ci=True`` (the real architecture
+    at its smallest registered size); a module without one fails tests/export/test_export.py."""
     from ffexport import specs
 
-    return specs.get(module, SMALL_VARIANTS.get(module))
+    return specs.get(module, specs.ci_variant(module))
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,9 @@
 
 A config may set: ``variant``, ``opset``, ``batch: {min, opt, max}``, and
 ``gates: {precision: {metric: threshold}}`` (the op is the spec's).  Looked up
-in ``--config-dir``, then ``$FFEXPORT_CONFIGS``, then ``./configs``.
+in ``--config-dir``, then ``$FFEXPORT_CONFIGS``, then ``./configs``.  The same
+folder's ``pipeline.yaml`` (what the reference pipeline runs) is read by
+:func:`ffexport.pipeline.settings.load_pipeline_settings`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ _KEYS = {"variant", "opset", "batch", "gates", "fallback_gates", "calibration", 
 
 
 def config_dir(explicit: str | os.PathLike | None = None) -> Path | None:
+    if explicit and not Path(explicit).is_dir():
+        raise ConfigError(f"config folder {explicit} does not exist: pass --config-dir with a folder of "
+                          "<module>.yaml files (like the repository's configs/)")
     for cand in (explicit, os.environ.get("FFEXPORT_CONFIGS"), "configs"):
         if cand and Path(cand).is_dir():
             return Path(cand)
@@ -45,14 +50,6 @@ def load_module_config(module: str, directory: str | os.PathLike | None = None) 
     if unknown:
         raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; valid: {sorted(_KEYS)}")
     return data
-
-
-def load_pipeline_config(directory: str | os.PathLike | None = None) -> dict[str, Any]:
-    d = config_dir(directory)
-    if d is None or not (d / "pipeline.yaml").is_file():
-        return {}
-    yaml = __import__("ffexport._lazy", fromlist=["require"]).require("yaml", "reading configs")
-    return yaml.safe_load((d / "pipeline.yaml").read_text()) or {}
 
 
 def _override_gates(spec_gates, cfg: dict, path: str) -> dict:

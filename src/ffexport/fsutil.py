@@ -44,8 +44,18 @@ def check_overwrite(path: str | os.PathLike, force: bool) -> None:
         raise OutputExistsError(f"{path} already exists; pass --force to overwrite it")
 
 
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
+def current_umask() -> int:
+    """The process's umask, read when a file is made (not changed: /proc/self/status where there is one;
+    elsewhere os.umask is set and put back at once)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
 
 
 @contextlib.contextmanager
@@ -62,7 +72,7 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         if tmp_path.exists():  # mkstemp makes owner-only files; artifacts get the usual permissions
-            mode = final.stat().st_mode & 0o777 if final.exists() else 0o666 & ~_UMASK
+            mode = final.stat().st_mode & 0o777 if final.exists() else 0o666 & ~current_umask()
             os.chmod(tmp_path, mode)
         os.replace(tmp_path, final)
     finally:

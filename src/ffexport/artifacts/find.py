@@ -96,7 +96,7 @@ def _export_cmd(spec, out, checkpoint) -> str:
 
 
 def onnx_artifact(spec, precision: str, out: str | Path = "artifacts", checkpoint=None,
-                  build_missing: bool = True, say: Say = _quiet) -> Path:
+                  build_missing: bool = True, say: Say = _quiet, config_dir=None) -> Path:
     """The ONNX file for ``spec`` at ``precision``, exported/optimised on demand; its contract checked.
 
     fp32 prefers the simplified ``fp32.sim.onnx`` when it was made from the
@@ -130,7 +130,7 @@ def onnx_artifact(spec, precision: str, out: str | Path = "artifacts", checkpoin
                 raise ArtifactError(f"{path} is missing or older than {fp32.name}; build it with "
                                     f"`ffexport optimize -m {spec.module} --variant {spec.variant} "
                                     f"--precision {precision} --out {out}`")
-            path = _optimize(spec, precision, out, say)
+            path = _optimize(spec, precision, out, say, config_dir)
     check_contract(path, spec, fix=f"re-export it: {_export_cmd(spec, out, checkpoint)}")
     return path
 
@@ -153,13 +153,13 @@ def _derived_is_current(folder: Path, path: Path, depth: int = 0) -> bool:
     return _derived_is_current(folder, folder / pname, depth + 1)
 
 
-def _optimize(spec, precision: str, out, say: Say) -> Path:
+def _optimize(spec, precision: str, out, say: Say, config_dir=None) -> Path:
     """Run the passes (they skip what is current and rebuild what is stale; INT8 calibrates on ./calibration)."""
-    from .optimize import optimize
+    from .optimize import Settings, optimize
 
     say(f"{spec.key}: building the {precision} ONNX artifact")
     try:
-        return Path(optimize(spec, precision, out=out, progress=say))
+        return Path(optimize(spec, precision, Settings(out=Path(out), config_dir=config_dir, progress=say)))
     except ArtifactError:
         raise
     except FFExportError as exc:
@@ -175,7 +175,7 @@ def _engines(folder: Path, precision: str) -> list[Path]:
 
 
 def engine_artifact(spec, precision: str, out: str | Path = "artifacts", checkpoint=None,
-                    build_missing: bool = True, device: str = "cuda", say: Say = _quiet) -> Path:
+                    build_missing: bool = True, device: str = "cuda", say: Say = _quiet, config_dir=None) -> Path:
     """The TensorRT engine for ``spec`` at ``precision``, built on demand from its ONNX artifact.
 
     An engine is used when the manifest's chain of parents leads back to the
@@ -195,12 +195,12 @@ def engine_artifact(spec, precision: str, out: str | Path = "artifacts", checkpo
         raise ArtifactError(f"{why} {precision} TensorRT engine in {folder}; build it with "
                             f"`ffexport trt -m {spec.module} --variant {spec.variant} --precision {precision} --out {out}`")
     # the lineage's root must come from the requested weights; the passes make the rest
-    onnx_artifact(spec, "fp32", out, checkpoint, True, say)
+    onnx_artifact(spec, "fp32", out, checkpoint, True, say, config_dir)
     from .engines import build_module_engine
 
     say(f"{spec.key}: building the {precision} TensorRT engine (one-time, minutes)")
     try:
-        rec = build_module_engine(spec, precision, out=out, progress=say)
+        rec = build_module_engine(spec, precision, out=out, progress=say, config_dir=config_dir)
     except (ArtifactError, RuntimeUnavailableError):
         raise
     except FFExportError as exc:

@@ -21,23 +21,49 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Mapping
 
-from ..errors import ArtifactError, CalibrationError, ConfigError, InputSpecError, UnknownNameError
+from ..errors import ArtifactError, CalibrationError, InputSpecError, UnknownNameError
 from ..fsutil import ensure_writable_dir, sha256_file
 from ..manifest import new_record
+from ..passes.proof import calib as C
+from ..passes.base import Proof
+from ..passes.proof.judge import Judge
+from ..passes.registry import get as get_pass
 from ..vocab import PRECISIONS
-from ..passes import calib as C
-from ..passes.judge import Judge
 from .targets import FP32, PRECISION_FILE, Target, module_target, onnx_target
 
-_TOOLS = {"simplify": ("onnx", "onnxruntime", "onnxsim", "onnxslim"),
-          "fp16": ("onnx", "onnxruntime", "onnxconverter-common"),
-          "int8": ("onnx", "onnxruntime")}
 DEFAULT_CALIB = Path("calibration")
 PROOF_FIELDS = ("faces", "parity_faces", "sources")  # key fields that only say which faces proved a step
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that decides how artifacts are made, shared by every caller (the CLI's commands, the
+    engine builds, the benchmark and the pipeline's build-on-demand).
+
+    ``out``: the artifact root; ``config_dir``: the folder of ``<module>.yaml`` defaults (None: the usual
+    lookup, see :mod:`ffexport.config`); ``calib``: the folder of calibration faces (INT8 needs one;
+    FP32/FP16 are judged on it when given, else on the built-in faces); ``samples``: calibration faces;
+    ``parity_samples``: faces the parity gates are checked on; ``force``: redo the chain's steps even when
+    current; ``options``: explicit options per pass (``{"int8": {"method": "entropy"}}``), over the
+    configs; ``progress``: status messages."""
+
+    out: Path = Path("artifacts")
+    config_dir: Path | None = None
+    calib: Path | None = None
+    samples: int | None = None
+    parity_samples: int | None = None
+    force: bool = False
+    options: Mapping[str, Mapping] = field(default_factory=dict)
+    progress: Callable[[str], None] | None = None
+
+    def with_options(self, step: str, **values) -> "Settings":
+        merged = {k: dict(v) for k, v in self.options.items()}
+        merged.setdefault(step, {}).update({k: v for k, v in values.items() if v is not None})
+        return replace(self, options=merged)
 
 
 @dataclass
@@ -48,17 +74,33 @@ class StepResult:
     skipped: bool
 
 
-def optimize(spec, precision: str, *, out: str | Path = "artifacts", calib: str | Path | None = None,
-             force: bool = False, samples: int | None = None, method: str | None = None,
-             progress: Callable[[str], None] | None = None, keep_io_types: bool | None = None,
-             exclude: Sequence[str] = (), parity_samples: int | None = None,
-             results: list | None = None, reprove: bool = True) -> Path:
-    """Produce ``spec``'s artifact at ``precision`` (fp32 -> fp32.sim.onnx, fp16 -> fp16.onnx,
-    int8 -> int8.onnx) under ``out``, running the missing or stale upstream steps; return its path.
+_LEGACY = {"method": "int8", "exclude": "int8", "keep_io_types": "fp16"}
 
-    ``calib``: a folder of face photos with landmark JSONs; INT8 requires one
-    (default ``./calibration`` when it exists); FP32/FP16 are judged on it when
-    given, else on the built-in faces.  ``force`` redoes every step.
+
+def _settings(settings: Settings | None, legacy: dict) -> Settings:
+    """``settings`` with keyword arguments of the older signature folded in (out=, calib=, keep_io_types=...)."""
+    s = settings or Settings()
+    plain = {k: legacy.pop(k) for k in list(legacy) if k in Settings.__dataclass_fields__ and k != "options"}
+    if plain.get("out") is not None:
+        plain["out"] = Path(plain["out"])
+    if plain.get("calib") is not None:
+        plain["calib"] = Path(plain["calib"])
+    s = replace(s, **{k: v for k, v in plain.items() if v is not None or k in ("calib",)})
+    for key in list(legacy):
+        if key not in _LEGACY:
+            raise TypeError(f"optimize() got an unexpected keyword argument {key!r}")
+        value = legacy.pop(key)
+        if value is not None and value != ():
+            s = s.with_options(_LEGACY[key], **{key: value})
+    return s
+
+
+def optimize(target, precision: str, settings: Settings | None = None, *, results: list | None = None,
+             reprove: bool = True, **legacy) -> Path:
+    """Produce ``target``'s artifact at ``precision`` (fp32 -> fp32.sim.onnx, fp16 -> fp16.onnx,
+    int8 -> int8.onnx), running the missing or stale upstream steps; return its path.
+
+    ``target``: a module's spec (its folder under ``settings.out``) or a :class:`Target`.
     ``results``, when a list, receives a :class:`StepResult` per step.
 
     Upstream steps (the simplified FP32 under an FP16/INT8 artifact) are kept when their parent, options,
@@ -66,29 +108,24 @@ def optimize(spec, precision: str, *, out: str | Path = "artifacts", calib: str 
     its faces changed, unless ``reprove`` is False (an engine build that only needs a current artifact).
     INT8 is always recalibrated when its calibration faces changed.
     """
-    _check_precision(precision)
-    run = Run(module_target(spec, out), calib=calib, samples=samples, parity_samples=parity_samples,
-              progress=progress, precision=precision)
-    steps = {"export", "simplify", precision} if force else set()
-    return run.chain(precision, force=steps, keep_io_types=keep_io_types, method=method, exclude=exclude,
-                     results=results, reprove=reprove)
+    check_precision(precision)
+    s = _settings(settings, dict(legacy))
+    if not isinstance(target, Target):
+        target = module_target(target, s.out)
+    run = Chain(target, s, precision=precision)
+    steps = ({"simplify", precision} | ({"export"} if target.source is None else set())) if s.force else set()
+    return run.chain(precision, force=steps, results=results, reprove=reprove)
 
 
-def optimize_onnx(path: str | Path, precision: str, *, inputs: Sequence[str] = (), out: str | Path | None = None,
-                  calib: str | Path | None = None, force: bool = False, samples: int | None = None,
-                  method: str | None = None, progress: Callable[[str], None] | None = None,
-                  keep_io_types: bool | None = None, exclude: Sequence[str] = (),
-                  parity_samples: int | None = None, results: list | None = None) -> Path:
+def optimize_onnx(path: str | Path, precision: str, settings: Settings | None = None, *, inputs=(),
+                  results: list | None = None, **legacy) -> Path:
     """:func:`optimize` for an ONNX file (bring your own): simplify it, then the precision step."""
-    _check_precision(precision)
-    run = Run(onnx_target(path, inputs, out), calib=calib, samples=samples, parity_samples=parity_samples,
-              progress=progress, precision=precision)
-    steps = {"simplify", precision} if force else set()
-    return run.chain(precision, force=steps, keep_io_types=keep_io_types, method=method, exclude=exclude,
-                     results=results)
+    s = _settings(settings, dict(legacy))
+    out = legacy.get("out")
+    return optimize(onnx_target(path, inputs, out, s.config_dir), precision, s, results=results)
 
 
-def _check_precision(precision: str) -> None:
+def check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise UnknownNameError("precision", precision, PRECISIONS)
 
@@ -98,29 +135,39 @@ def _normal(obj) -> dict:
     return json.loads(json.dumps(obj, default=str))
 
 
-class Run:
-    """One target's steps, sharing its faces, feeds and parity references."""
+class Chain:
+    """One target's chain of steps (export or a given ONNX -> simplify -> precision step), sharing its faces,
+    feeds and parity references."""
 
-    def __init__(self, target: Target, *, calib=None, samples=None, parity_samples=None, progress=None,
-                 precision: str = "fp32", config_dir=None):
+    def __init__(self, target: Target, settings: Settings | None = None, *, precision: str = "fp32", **legacy):
         from ..config import load_module_config
 
+        s = _settings(settings, dict(legacy))
+        self.settings = s
         self.target = target
         self.spec = target.spec
-        self._say = progress
-        self.cfg = load_module_config(self.spec.module, config_dir) if target.registered else {}
+        self._say = s.progress
+        self.cfg = load_module_config(self.spec.module, s.config_dir) if target.registered else {}
         ccfg = self.cfg.get("calibration") or {}
+        calib = s.calib
         if calib is None and precision == "int8" and DEFAULT_CALIB.is_dir():
             calib = DEFAULT_CALIB
         self.calib = Path(calib) if calib is not None else None
-        self.samples = samples if samples is not None else ccfg.get("samples")
-        self.parity_samples = int(parity_samples or ccfg.get("parity_samples") or C.DEFAULT_PARITY_SAMPLES)
+        self.samples = s.samples if s.samples is not None else ccfg.get("samples")
+        self.parity_samples = int(s.parity_samples or ccfg.get("parity_samples") or C.DEFAULT_PARITY_SAMPLES)
         if self.parity_samples < 1:
             raise InputSpecError(f"parity samples must be positive, got {self.parity_samples}")
         self._faceset = None
         self._split = None
         self._judge = None
         self._sources = None
+
+    def options(self, step: str, **overrides):
+        """The validated options of ``step``: configs, then the settings' explicit options, then ``overrides``."""
+        p = get_pass(step)
+        where = f"configs/{self.spec.module}.yaml"
+        explicit = {**dict(self.settings.options.get(step, {})), **{k: v for k, v in overrides.items() if v is not None}}
+        return p.configure(self.cfg.get(p.config_key) if p.config_key else None, self.spec, explicit, where)
 
     def say(self, msg: str) -> None:
         if self._say:
@@ -175,8 +222,9 @@ class Run:
                 "trained": self.target.trained()}
 
     # steps -------------------------------------------------------------------------------------------
-    def chain(self, precision: str, *, force: set, keep_io_types=None, method=None, exclude=(), results=None,
-              simplify_first: bool = True, reprove: bool = True) -> Path:
+    def chain(self, precision: str, *, force: set, results=None, simplify_first: bool = True,
+              reprove: bool = True, **overrides) -> Path:
+        """export (or the given ONNX) -> simplify -> the precision's step; ``overrides`` are that step's options."""
         results = results if results is not None else []
         if self.target.source is None:
             results.append(self.export(force="export" in force))
@@ -186,13 +234,12 @@ class Run:
             parent = self.target.fp32
         if simplify_first:
             # a parent step proven on other faces (another precision's chain) still proves its parent
-            results.append(self.simplify(parent, force="simplify" in force,
-                                         loose=precision != "fp32" or not reprove))
+            results.append(self.step("simplify", parent, force="simplify" in force,
+                                     loose=precision != "fp32" or not reprove))
             parent = results[-1].path
-        if precision == "fp16":
-            results.append(self.fp16(parent, force="fp16" in force, keep_io_types=keep_io_types, loose=not reprove))
-        elif precision == "int8":
-            results.append(self.int8(parent, force="int8" in force, method=method, exclude=exclude))
+        if precision in ("fp16", "int8"):
+            results.append(self.step(precision, parent, force=precision in force, loose=precision == "fp16"
+                                     and not reprove, **overrides))
         return results[-1].path
 
     def prepare(self) -> None:
@@ -207,8 +254,6 @@ class Run:
     def export(self, force: bool = False) -> StepResult:
         """The FP32 root: kept when it still matches the torch model, else exported (again) with the
         checkpoint, seed and batch its record names."""
-        from ..export.onnx import export_module
-
         t = self.target
         rec = t.export_record()
         if rec is None and t.fp32.is_file() and not force:
@@ -230,12 +275,13 @@ class Run:
         else:
             self.say("export: exporting torch -> ONNX")
         batch = key.get("batch", "dynamic")
-        res = export_module(self.spec, t.out, checkpoint=ckpt, seed=int(key.get("seed", 0) or 0), force=True,
-                            batch=batch if batch == "dynamic" else int(batch), progress=self._say)
+        opts = get_pass("export").configure(None, self.spec, {"checkpoint": ckpt, "seed": int(key.get("seed", 0) or 0),
+                                                              "batch": str(batch)})
+        record = get_pass("export").run(None, t.fp32, Proof(progress=self._say, spec=self.spec), opts)
         if self._judge is not None:
             self._judge.reset_torch()
             self._judge.forget(t.fp32)
-        return StepResult("export", res.path, res.record, False)
+        return StepResult("export", t.fp32, record, False)
 
     def _skip(self, name: str, key: dict, force: bool, loose: bool = False) -> StepResult | None:
         m = self.target.manifest()
@@ -249,12 +295,13 @@ class Run:
             return StepResult(name, self.target.folder / name, m.get(name), True)
         return None
 
-    def _key(self, step: str, parent: Path, options: dict, precision: str, calibration: bool = False) -> dict:
+    def _key(self, step: str, parent: Path, options: dict, precision: str, calibration: bool = False,
+             tools: tuple = ()) -> dict:
         from .._lazy import version_of
 
         return _normal({"pass": step, "parent_sha256": sha256_file(parent), "options": options,
                         **self.gates_key(precision), **self.faces_key(calibration),
-                        "versions": {d: version_of(d) for d in _TOOLS[step]}})
+                        "versions": {d: version_of(d) for d in tools}})
 
     def _parent(self, parent: Path) -> Path:
         if not Path(parent).is_file():
@@ -288,85 +335,46 @@ class Run:
             d["notes"] = self.target.notes
         return d
 
-    def simplify(self, parent: Path, force: bool = False, tool: str = "auto", loose: bool = False) -> StepResult:
-        from ..passes.simplify import simplify
-
+    def step(self, name: str, parent: Path, force: bool = False, loose: bool = False, **overrides) -> StepResult:
+        """Run the pass ``name`` (simplify, fp16, int8) on ``parent`` unless its output is current."""
         parent = self._parent(parent)
-        name = self.target.names["sim"]
-        options = {"tool": tool}
-        key = self._key("simplify", parent, options, "fp32")
-        return self._run(name, "simplify", parent, options, key, force,
-                         lambda dst: simplify(parent, dst, self.judge(), tool=tool, progress=self.say), loose=loose)
+        p = get_pass(name)
+        opts = self.options(name, **overrides)
+        calibration = name == "int8"
+        precision = {"simplify": "fp32"}.get(name, name)
+        record = p.record(opts)
+        if calibration:
+            if self.calib is None:
+                raise CalibrationError("INT8 needs calibration faces: pass --calib DIR (a folder of face photos "
+                                       "with landmark JSONs, such as the repository's calibration/)")
+            record["samples"] = len(self.split()[0])
 
-    def _run(self, name: str, step: str, parent: Path, options: dict, key: dict, force: bool, make,
-             calibration: bool = False, loose: bool = False) -> StepResult:
-        """Skip ``name`` when its key is current; else ``make(dst)`` and record it with the faces used."""
-        hit = self._skip(name, key, force, loose)
+
+        key = self._key(name, parent, record, precision, calibration=calibration, tools=p.tools)
+        hit = self._skip(self.target.names["sim" if name == "simplify" else name], key, force, loose)
         if hit:
             return hit
         ensure_writable_dir(self.target.folder)
         t0 = time.time()
-        dst = self.target.folder / name
-        fields = make(dst)
+        dst = self.target.folder / self.target.names["sim" if name == "simplify" else name]
+        fields = p.run(parent, dst, Proof(self.judge(), self._calibration_reader if calibration else None, self.say,
+                                          self.spec), opts)
         inputs = self._inputs(calibration=calibration)
         inputs["torch_reference"] = self.judge().torch_note or None
-        return self._put(name, dst, parent, step, options, key, t0, fields, inputs)
+        return self._put(dst.name, dst, parent, name, record, key, t0, fields, inputs)
 
-    def fp16(self, parent: Path, force: bool = False, keep_io_types: bool | None = None,
-             loose: bool = False) -> StepResult:
-        from ..passes.fp16 import fp16
+    def _calibration_reader(self, input_names):
+        return C.calibration_reader(self.target, self.faceset(), self.split()[0], self.sources(), input_names)
 
-        parent = self._parent(parent)
-        cfg = self.cfg.get("fp16") or {}
-        _known(cfg, {"keep_io_types", "keep_fp32", "block_ops"}, "fp16", self.spec.module)
-        kio = bool(cfg.get("keep_io_types", True)) if keep_io_types is None else bool(keep_io_types)
-        block_ops = list(cfg.get("block_ops", self.spec.fp16_block_ops))
-        keep_nodes = list(cfg.get("keep_fp32", []))
-        name = self.target.names["fp16"]
-        options = {"keep_io_types": kio, "block_ops": block_ops, "keep_fp32": keep_nodes}
-        key = self._key("fp16", parent, options, "fp16")
-        return self._run(name, "fp16", parent, options, key, force,
-                         lambda dst: fp16(parent, dst, self.judge(), keep_io_types=kio, block_ops=block_ops,
-                                          keep_nodes=keep_nodes, progress=self.say), loose=loose)
+    # the single steps by name (the CLI's simplify / fp16 / int8 commands and older callers)
+    def simplify(self, parent: Path, force: bool = False, loose: bool = False, **overrides) -> StepResult:
+        return self.step("simplify", parent, force, loose, **overrides)
 
-    def int8(self, parent: Path, force: bool = False, method: str | None = None,
-             exclude: Iterable[str] = ()) -> StepResult:
-        from ..passes.int8 import METHODS, int8
+    def fp16(self, parent: Path, force: bool = False, loose: bool = False, **overrides) -> StepResult:
+        return self.step("fp16", parent, force, loose, **overrides)
 
-        parent = self._parent(parent)
-        if self.calib is None:
-            raise CalibrationError("INT8 needs calibration faces: pass --calib DIR (a folder of face photos with "
-                                   "landmark JSONs, such as the repository's calibration/)")
-        cfg = self.cfg.get("int8") or {}
-        _known(cfg, {"method", "op_types", "exclude", "dedicated_qdq_pair"}, "int8", self.spec.module)
-        method = method or cfg.get("method") or "minmax"
-        if method not in METHODS:
-            raise UnknownNameError("calibration method", method, METHODS)
-        excl = sorted(set(exclude) | set(cfg.get("exclude", [])))
-        from ..passes.int8 import DEFAULT_OP_TYPES
-
-        op_types = list(cfg.get("op_types") or DEFAULT_OP_TYPES)
-        dedicated = bool(cfg.get("dedicated_qdq_pair", False))
-        name = self.target.names["int8"]
-        options = {"method": method, "exclude": excl, "op_types": op_types, "dedicated_qdq_pair": dedicated,
-                   "samples": len(self.split()[0])}
-        key = self._key("int8", parent, options, "int8", calibration=True)
-
-        def reader(input_names):
-            return C.calibration_reader(self.target, self.faceset(), self.split()[0], self.sources(), input_names)
-
-        return self._run(name, "int8", parent, options, key, force,
-                         lambda dst: int8(parent, dst, self.judge(), reader, method=method, exclude=excl,
-                                          op_types=op_types, dedicated_qdq_pair=dedicated, progress=self.say),
-                         calibration=True)
+    def int8(self, parent: Path, force: bool = False, **overrides) -> StepResult:
+        return self.step("int8", parent, force, **overrides)
 
 
-def _known(cfg: dict, keys: set, section: str, module: str) -> None:
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"configs/{module}.yaml: {section} must be a mapping")
-    unknown = set(cfg) - keys
-    if unknown:
-        raise ConfigError(f"configs/{module}.yaml: unknown {section} keys {sorted(unknown)}; valid: {sorted(keys)}")
-
-
-__all__ = ["optimize", "optimize_onnx", "Run", "StepResult", "PRECISION_FILE", "FP32"]
+__all__ = ["optimize", "optimize_onnx", "Chain", "Settings", "StepResult", "PRECISION_FILE", "FP32"]

@@ -21,8 +21,8 @@ from typing import Sequence
 from ..errors import ArtifactError, InputSpecError
 from ..manifest import Manifest, artifact_dir
 
-from ..vocab import FP16_ONNX as FP16, FP32_ONNX as FP32, INT8_ONNX as INT8, PRECISION_ONNX as PRECISION_FILE, \
-    SIM_ONNX as SIM
+from ..vocab import FP16_ONNX as FP16, FP32_ONNX as FP32, INT8_ONNX as INT8, SIM_ONNX as SIM
+from ..vocab import PRECISION_ONNX as PRECISION_FILE  # noqa: F401  (re-exported)
 
 
 class UnknownSpecWarning(UserWarning):

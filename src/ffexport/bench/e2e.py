@@ -161,13 +161,15 @@ def _build(cfg: dict):
 
         return NaivePipeline(cfg["backend"], cfg["precision"], cfg["device"], out=cfg["artifacts"],
                              variants=variants, enhance=cfg.get("enhance", True))
-    from .. import specs
     from ..pipeline.pipeline import Pipeline
+    from ..pipeline.settings import load_pipeline_settings
 
-    generator = variants.pop("generator", None) or specs.default_variant("generator")
-    return Pipeline(backend=cfg["backend"], precision=cfg["precision"], device=cfg["device"], generator=generator,
-                    enhance=cfg.get("enhance", True), variants=variants, out=cfg["artifacts"], build_missing=False,
-                    timing=False)  # the artifacts were prepared (and checked) before any timing
+    # configs/pipeline.yaml as `swap` runs it (detector, blend, variants ...), with the row's choices over it
+    settings = load_pipeline_settings(cfg.get("config_dir")).override(
+        modules=variants, backend=cfg["backend"], precision=cfg["precision"], device=cfg["device"],
+        enhance=cfg.get("enhance", True))
+    return Pipeline.from_settings(settings, out=cfg["artifacts"], build_missing=False,
+                                  timing=False)  # the artifacts were prepared (and checked) before any timing
 
 
 def measure(cfg: dict) -> dict:

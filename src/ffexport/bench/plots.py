@@ -1,5 +1,8 @@
 """PNG plots of a benchmark (matplotlib, Agg backend): latency per module, pipeline FPS, stage breakdown.
 
+They draw the numbers of :mod:`ffexport.bench.report`'s tables (speed-ups, stage rows); the report takes
+the plots as a function (``write_reports(res, out, plots=make_plots)``), so it never imports this module.
+
 At most four files: ``latency_b1.png`` (and ``latency_b<N>.png`` for the
 largest other batch), ``pipeline_fps.png`` and ``pipeline_stages.png``.
 """
@@ -10,6 +13,8 @@ import math
 from pathlib import Path
 
 from .._lazy import require
+from ..vocab import BACKENDS, PRECISIONS
+from .report import speedups, stage_rows
 
 PRECISION_COLORS = {"fp32": "#4C72B0", "fp16": "#55A868", "int8": "#C44E52"}
 STAGE_COLORS = {"detect": "#4C72B0", "landmarks": "#8172B2", "align": "#CCB974", "encode": "#64B5CD",
@@ -47,8 +52,8 @@ def latency_plot(res: dict, batch: int, path: Path) -> Path | None:
     plt = _plt()
     modules = list(dict.fromkeys(r["module"] for r in rows))
     labels = list(dict.fromkeys(f"{r['backend']}/{r['device']}\n{r['precision']}" for r in sorted(
-        rows, key=lambda r: (("torch", "ort", "trt").index(r["backend"]), r["device"] != "cuda",
-                             ("fp32", "fp16", "int8").index(r["precision"])))))
+        rows, key=lambda r: (BACKENDS.index(r["backend"]), r["device"] != "cuda",
+                             PRECISIONS.index(r["precision"])))))
     ncols = min(3, len(modules))
     nrows = math.ceil(len(modules) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.6 * nrows), squeeze=False)
@@ -81,8 +86,6 @@ def _run_label(r: dict) -> str:
 
 
 def pipeline_fps_plot(res: dict, path: Path) -> Path | None:
-    from .report import speedups
-
     rows = _ok(res["rows"], kind="pipeline")
     if not rows:
         return None
@@ -124,8 +127,6 @@ def pipeline_fps_plot(res: dict, path: Path) -> Path | None:
 
 
 def pipeline_stages_plot(res: dict, path: Path) -> Path | None:
-    from .report import stage_rows
-
     rows = [r for r in _ok(res["rows"], kind="pipeline") if r.get("stages_ms")]
     if not rows:
         return None

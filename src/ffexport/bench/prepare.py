@@ -10,7 +10,7 @@ For one module (one spec) this writes into the bench's cache folder:
 * ``model.pt``: the torch module (pickled), so torch rows load it instead of re-initialising it;
 
 and builds the ONNX artifacts (:func:`ffexport.artifacts.optimize.optimize`) and TensorRT engines
-(:func:`ffexport.passes.trt.build_engine`, from those ONNX files) the rows need, recording a one-line reason
+(:func:`ffexport.artifacts.engines.engine_from_onnx`, from those ONNX files) the rows need, recording a one-line reason
 for any that cannot be built.  Preparation runs before the measurements (several modules in
 parallel on the CPU), so no timed process shares the machine with it.
 """
@@ -32,7 +32,7 @@ def load_faces(calib: str | Path | None, count: int):
     import warnings
 
     from ..faces import FaceDataWarning, builtin_faces, load_face_folder
-    from ..passes.calib import spread
+    from ..passes.proof.calib import spread
 
     if calib is not None:
         with warnings.catch_warnings():
@@ -90,8 +90,12 @@ def _artifact_record(path: Path) -> dict:
             "build_parity": summary(vs) if vs else None}
 
 
-def build_onnx(spec, precisions, *, artifacts, calib, samples, parity_samples, say) -> dict:
-    from ..artifacts.optimize import optimize
+def build_onnx(spec, precisions, *, artifacts, calib, samples, parity_samples, say, config_dir=None) -> dict:
+    from ..artifacts.optimize import Settings, optimize
+
+    settings = Settings(out=Path(artifacts), config_dir=Path(config_dir) if config_dir else None,
+                        calib=Path(calib) if calib else None, samples=samples, parity_samples=parity_samples,
+                        progress=say)
 
     out = {}
     for precision in precisions:
@@ -100,8 +104,7 @@ def build_onnx(spec, precisions, *, artifacts, calib, samples, parity_samples, s
             # every precision with the same faces and split: the passes key each step on its parity faces,
             # so fp32 and int8 calls judged on different faces would redo their shared simplify step (and
             # everything after it) on every call
-            path = Path(optimize(spec, precision, out=artifacts, calib=calib, samples=samples,
-                                 parity_samples=parity_samples, progress=say))
+            path = Path(optimize(spec, precision, settings))
             out[precision] = {**_artifact_record(path), "seconds": round(time.perf_counter() - t0, 2)}
         except Exception as exc:  # each failure becomes that row's reason
             out[precision] = {"error": f"cannot build the {precision} ONNX artifact: {_error_line(exc)}",
@@ -111,12 +114,9 @@ def build_onnx(spec, precisions, *, artifacts, calib, samples, parity_samples, s
     return out
 
 
-def build_engines(spec, precisions, onnx: dict, *, artifacts, say) -> dict:
+def build_engines(spec, precisions, onnx: dict, *, artifacts, say, config_dir=None) -> dict:
     """Engines from the ONNX artifacts ``build_onnx`` made (the same files the ORT rows run)."""
-    from ..manifest import artifact_dir
-    from ..backends import trt_flavors as F
-    from ..passes.trt import DEFAULT_CACHE, build_engine, config_dims
-    from ..vocab import engine_name
+    from ..artifacts.engines import engine_from_onnx, trt_options
 
     out = {}
     for precision in precisions:
@@ -126,10 +126,9 @@ def build_engines(spec, precisions, onnx: dict, *, artifacts, say) -> dict:
             out[precision] = {"error": src.get("error") or f"no {precision} ONNX artifact to build an engine from"}
             continue
         try:
-            fl = F.resolve("auto")
-            path = artifact_dir(artifacts, spec) / engine_name(precision, fl.name)
-            rec = build_engine(src["path"], spec, precision=precision, out_path=path, flavor=fl,
-                               dims=config_dims(spec.module), cache_dir=Path(artifacts) / DEFAULT_CACHE, progress=say)
+            rec = engine_from_onnx(spec, precision, src["path"], trt_options(spec, config_dir, out=artifacts),
+                                   out=artifacts, progress=say)
+            path = Path(artifacts) / Path(src["path"]).parent.name / rec["file"]
             out[precision] = {**_artifact_record(path), "seconds": round(time.perf_counter() - t0, 2),
                               "batch_profile": (rec.get("options") or {}).get("batch"),
                               "cache_hit": rec.get("engine_cache_hit")}
@@ -140,14 +139,14 @@ def build_engines(spec, precisions, onnx: dict, *, artifacts, say) -> dict:
 
 
 def prepare(cfg: dict) -> dict:
-    """Run one module's preparation (``cfg`` from :mod:`ffexport.bench.runner`); return what was made."""
+    """Run one module's preparation (``cfg`` from :mod:`ffexport.bench.sweep`); return what was made."""
     import torch
 
     from ..config import resolve_spec
     from ..models import build_model
 
     t_start = time.perf_counter()
-    spec = resolve_spec(cfg["module"], cfg["variant"])
+    spec = resolve_spec(cfg["module"], cfg["variant"], None, cfg.get("config_dir"))
     device = cfg.get("device", "cpu")
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
@@ -192,11 +191,12 @@ def prepare(cfg: dict) -> dict:
     wanted = list(dict.fromkeys([*cfg.get("onnx_precisions", []), *trt_precisions]))
     t0 = time.perf_counter()
     result["onnx"] = build_onnx(spec, wanted, artifacts=cfg["artifacts"], calib=calib, samples=cfg.get("samples"),
-                                parity_samples=cfg.get("parity_samples"), say=say)
+                                parity_samples=cfg.get("parity_samples"), say=say, config_dir=cfg.get("config_dir"))
     result["seconds"]["onnx"] = round(time.perf_counter() - t0, 2)
     if trt_precisions:
         t0 = time.perf_counter()
-        result["trt"] = build_engines(spec, trt_precisions, result["onnx"], artifacts=cfg["artifacts"], say=say)
+        result["trt"] = build_engines(spec, trt_precisions, result["onnx"], artifacts=cfg["artifacts"], say=say,
+                                      config_dir=cfg.get("config_dir"))
         result["seconds"]["trt"] = round(time.perf_counter() - t0, 2)
     result["seconds"]["total"] = round(time.perf_counter() - t_start, 2)
     result["log"] = log[-40:]

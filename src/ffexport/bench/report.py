@@ -17,10 +17,12 @@ import platform
 import subprocess
 import time
 from pathlib import Path
+from typing import Callable
 
 from .. import __version__
 from .._lazy import version_of
 from ..fsutil import write_bytes_atomic
+from ..vocab import BACKENDS, PRECISIONS
 
 MODULE_COLUMNS = ("module", "backend", "precision", "batch", "latency p50 ms", "p95", "FPS", "VRAM MB", "parity")
 PIPELINE_COLUMNS = ("pipeline", "backend", "precision", "FPS", "frame p50 ms", "p95", "VRAM MB",
@@ -168,8 +170,8 @@ def _vram_sources(rows) -> dict[str, int]:
 def module_rows(res: dict) -> list[list[str]]:
     rows = [r for r in res["rows"] if r["kind"] == "module"]
     order = {m: i for i, m in enumerate(res["settings"].get("modules", []))}
-    rows.sort(key=lambda r: (order.get(r["module"], 99), ("torch", "ort", "trt").index(r["backend"]), r["device"] != "cuda",
-                             ("fp32", "fp16", "int8").index(r["precision"]), r["batch"]))
+    rows.sort(key=lambda r: (order.get(r["module"], 99), BACKENDS.index(r["backend"]), r["device"] != "cuda",
+                             PRECISIONS.index(r["precision"]), r["batch"]))
     sources = _vram_sources(rows)
     mixed = len(sources) > 1
     out = []
@@ -335,8 +337,8 @@ def compact_table(res: dict) -> str:
     if ok:
         lines.append(f"{'module':<30} {'backend':<12} {'prec':<4} {'b':>2} {'p50 ms':>9} {'p95 ms':>9} {'FPS':>8} "
                      f"{'VRAM':>6}  parity")
-        for r in sorted(ok, key=lambda r: (r["module"], ("torch", "ort", "trt").index(r["backend"]), r["device"],
-                                           ("fp32", "fp16", "int8").index(r["precision"]), r["batch"])):
+        for r in sorted(ok, key=lambda r: (r["module"], BACKENDS.index(r["backend"]), r["device"],
+                                           PRECISIONS.index(r["precision"]), r["batch"])):
             lat, mem = r["latency_ms"], r.get("memory") or {}
             lines.append(f"{r['module'] + '/' + r['variant']:<30} {r['backend'] + '/' + r['device']:<12} "
                          f"{r['precision']:<4} {r['batch']:>2} {_ms(lat['p50']):>9} {_ms(lat['p95']):>9} "
@@ -355,17 +357,18 @@ def compact_table(res: dict) -> str:
     return "\n".join(lines)
 
 
-def write_reports(res: dict, out: str | Path) -> list[str]:
-    """``results.json``, ``results.md`` and the PNG plots in ``out``; their paths."""
+def write_reports(res: dict, out: str | Path, plots: Callable[[dict, Path], list] | None = None) -> list[str]:
+    """``results.json``, ``results.md`` and the PNG plots ``plots(res, out)`` makes (e.g.
+    :func:`ffexport.bench.plots.make_plots`) in ``out``; their paths."""
     from ..fsutil import write_json_atomic
-    from .plots import make_plots
 
     out = Path(out)
-    try:
-        res["plots"] = [str(p) for p in make_plots(res, out)]
-    except Exception as exc:  # a plot is never worth losing the tables
-        res["plots"] = []
-        res["plots_error"] = f"{type(exc).__name__}: {exc}"
+    res["plots"] = []
+    if plots is not None:
+        try:
+            res["plots"] = [str(p) for p in plots(res, out)]
+        except Exception as exc:  # a plot is never worth losing the tables
+            res["plots_error"] = f"{type(exc).__name__}: {exc}"
     res["files"] = [str(out / "results.json"), str(out / "results.md"), *res["plots"]]
     write_bytes_atomic(out / "results.md", render_markdown(res).encode())
     write_json_atomic(out / "results.json", res)

@@ -1,10 +1,11 @@
 """One benchmark process: ``python -m ffexport.bench.worker --json-config CONFIG``.
 
-The parent (:mod:`ffexport.bench.runner`) starts a fresh process for every
-measured combination, so device memory figures and caches of one never pollute
-the next.  The process prints exactly one result line, ``@@ffexport-bench@@
-{json}``, on stdout (logs go to stderr); a user error becomes a result with
-``status: failed`` and its one-line reason.
+The parent (:mod:`ffexport.bench.sweep`, through :mod:`ffexport.bench.pool`)
+starts a fresh process for every measured combination, so device memory figures
+and caches of one never pollute the next.  The process prints exactly one result
+line, ``@@ffexport-bench@@ {json}``, on stdout (logs go to stderr); a user error
+becomes a result with ``status: failed`` and its one-line reason.  SIGTERM (the
+pool asking it to stop) ends it through its clean-ups, like Ctrl-C.
 
 Kinds of work: ``env`` (what this machine has), ``prepare`` (inputs, references
 and artifacts of a module: :mod:`ffexport.bench.prepare`), ``module`` (time one
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -101,7 +103,7 @@ def measure_module(cfg: dict) -> dict:
     if device.startswith("cuda"):
         torch.zeros(1, device=device)
         probe.context_ready()
-    spec = resolve_spec(cfg["module"], cfg["variant"])
+    spec = resolve_spec(cfg["module"], cfg["variant"], None, cfg.get("config_dir"))
     feeds = _load_feeds(cfg["inputs"], device)
     probe.reset_peaks()
     t0 = time.perf_counter()
@@ -192,7 +194,16 @@ def child_main(cfg_path: str, out_path: str) -> None:
     sys.stderr.flush()
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM -> ``SystemExit``: ``finally`` blocks run (runners deactivated, temporary files removed)."""
+    def stop(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _stop_on_sigterm()
     ap = argparse.ArgumentParser(prog="python -m ffexport.bench.worker", description=__doc__.splitlines()[0])
     ap.add_argument("--json-config", required=True, help="a JSON file, or an inline JSON object")
     args = ap.parse_args(argv)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import shlex
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from .common import MODULE_HELP, console, err_console, one_line_warnings
+from ..bench.plan import DEFAULT_ISOLATION, ISOLATION
+from ..vocab import BACKENDS, PRECISIONS
+from . import options as O
+from .common import MODULE_HELP, OUT_HELP, console, err_console, one_line_warnings
 
 
 def register(app: typer.Typer) -> None:
@@ -17,9 +19,10 @@ def register(app: typer.Typer) -> None:
     def bench_cmd(
         ctx: typer.Context,
         modules: str = typer.Option("all", "--modules", "-m", help=MODULE_HELP + "; 'none' with --pipeline"),
-        backends: str = typer.Option("torch,ort,trt", "--backends",
-                                     help="torch, ort, trt; NAME:cpu or NAME:cuda pins a device (e.g. ort:cpu)"),
-        precisions: str = typer.Option("fp32,fp16,int8", "--precisions", help="comma-separated fp32, fp16, int8"),
+        backends: str = typer.Option(",".join(BACKENDS), "--backends",
+                                     help=f"{', '.join(BACKENDS)}; NAME:cpu or NAME:cuda pins a device (e.g. ort:cpu)"),
+        precisions: str = typer.Option(",".join(PRECISIONS), "--precisions",
+                                       help=f"comma-separated {', '.join(PRECISIONS)}"),
         batch: str = typer.Option("1", "--batch", help="comma-separated batch sizes, e.g. 1,8"),
         batch_cpu: Optional[str] = typer.Option(None, "--batch-cpu",
                                                 help="batch sizes of CPU rows on a GPU machine (default: --batch)"),
@@ -38,41 +41,49 @@ def register(app: typer.Typer) -> None:
         warmup: int = typer.Option(10, "--warmup", help="untimed calls before timing"),
         max_time: float = typer.Option(10.0, "--max-time", help="stop a row's timing after this many seconds (0: never)"),
         rotate: int = typer.Option(4, "--rotate", help="different real inputs the timed calls rotate over"),
-        out: str = typer.Option("benchmarks/results/{host}", "--out",
-                                help="report folder; {host} becomes the GPU name (e.g. nvidia-h100-80gb-hbm3) or cpu-<model>"),
+        out: Path = typer.Option(Path("artifacts"), "--out",
+                                 help=OUT_HELP + "; the rows' artifacts are built there before any timing, "
+                                                 "or reused"),
+        report: str = typer.Option("benchmarks/results/{host}", "--report",
+                                   help="folder of results.json, results.md and the plots; {host} becomes the GPU "
+                                        "name (e.g. nvidia-h100-80gb-hbm3) or cpu-<model>"),
         device: str = typer.Option("auto", "--device", help="auto | cuda | cpu"),
         calib: Optional[Path] = typer.Option(None, "--calib",
                                              help="face photos with landmark JSONs (default: ./calibration if present)"),
-        artifacts: Path = typer.Option(Path("artifacts"), "--artifacts", help="where artifacts are built and reused"),
         variants: str = typer.Option("", "--variants", help="MODULE=VARIANT,... (e.g. encoder=iresnet18)"),
+        config_dir: O.ConfigDir = None,
         timeout: float = typer.Option(900.0, "--timeout", help="seconds one measured combination may take"),
         deadline: float = typer.Option(0.0, "--deadline",
                                        help="time budget of the whole run in seconds (0: none); rows left are "
                                             "reported as not measured"),
-        resume: bool = typer.Option(False, "--resume", help="keep the rows already measured in OUT/results.json"),
+        resume: bool = typer.Option(False, "--resume", help="keep the rows already measured in REPORT/results.json"),
         samples: Optional[int] = typer.Option(None, "--samples", help="INT8 calibration samples (default: the passes')"),
         parity_samples: Optional[int] = typer.Option(None, "--parity-samples",
                                                      help="faces each pass is parity-gated on (default: the passes')"),
         prepare_jobs: int = typer.Option(0, "--prepare-jobs", help="modules prepared at once (0: cores / 4, at most 4)"),
-        work: Optional[Path] = typer.Option(None, "--work", help="cache and logs (default: ARTIFACTS/.bench)"),
+        work: Optional[Path] = typer.Option(None, "--work", help="cache, worker configs and log (default: OUT/.bench)"),
         tf32: bool = typer.Option(False, "--tf32/--no-tf32", help="allow TF32 in torch (off: true FP32 references)"),
         threads: int = typer.Option(0, "--threads", help="CPU threads of CPU rows (0: the library default)"),
-        isolation: str = typer.Option("forkserver" if sys.platform.startswith("linux") else "subprocess", "--isolation",
+        isolation: str = typer.Option(DEFAULT_ISOLATION, "--isolation",
                                       help="how each row gets its fresh process: forkserver (forked from a server "
                                            "with torch imported, CUDA untouched) or subprocess (a new interpreter)"),
     ) -> None:
         """Latency / FPS / VRAM / parity per module, backend, precision and batch, and the pipeline end to end."""
+        from ..bench.plan import Settings, parse_batches, parse_precisions, parse_variants
         from ..bench.report import compact_table
-        from ..bench.runner import PRECISIONS, Settings, parse_batches, parse_list, parse_variants, run_bench
+        from ..bench.sweep import run_bench
         from ..errors import InputSpecError
+        from ..config import config_dir as find_config_dir
         from .common import select_modules
+
+        find_config_dir(config_dir)  # a --config-dir that does not exist is one line, before any work
 
         for name, value, low in (("--frames", frames, 1), ("--faces", faces, 1), ("--iters", iters, 1),
                                  ("--warmup", warmup, 0), ("--rotate", rotate, 1), ("--naive-frames", naive_frames, 1)):
             if value < low:
                 raise InputSpecError(f"{name} must be at least {low}, got {value}")
-        if isolation not in ("forkserver", "subprocess"):
-            raise InputSpecError(f"--isolation {isolation!r}: use forkserver or subprocess")
+        if isolation not in ISOLATION:
+            raise InputSpecError(f"--isolation {isolation!r}: use {' or '.join(ISOLATION)}")
         if modules == "none" and not pipeline:
             raise InputSpecError("--modules none leaves nothing to measure: add --pipeline, or name modules")
         if calib is None and Path("calibration").is_dir():
@@ -82,15 +93,15 @@ def register(app: typer.Typer) -> None:
 
             parse_resolution(resolution)
         settings = Settings(
-            modules=[] if modules == "none" else select_modules(modules), backends=backends, precisions=parse_list(precisions, PRECISIONS, "precision"),
+            modules=[] if modules == "none" else select_modules(modules), backends=backends, precisions=parse_precisions(precisions),
             batches=parse_batches(batch), variants=parse_variants(variants), device=device, iters=iters, warmup=warmup,
             max_time=max_time or None, rotate=rotate, pipeline=pipeline, resolution=resolution, frames=frames,
             faces=faces, naive=naive, naive_frames=naive_frames, video=video, enhance=enhance,
-            calib=str(calib) if calib else None, artifacts=str(artifacts), work=str(work) if work else None, out=out,
+            calib=str(calib) if calib else None, config_dir=str(config_dir) if config_dir else None, out=str(out), work=str(work) if work else None, report=report,
             timeout=timeout, deadline=deadline or None, resume=resume, samples=samples,
             parity_samples=parity_samples, prepare_jobs=prepare_jobs, tf32=tf32, threads=threads,
             isolation=isolation, cpu_batches=parse_batches(batch_cpu) if batch_cpu else None,
-            cpu_precisions=parse_list(precisions_cpu, PRECISIONS, "precision") if precisions_cpu else None,
+            cpu_precisions=parse_precisions(precisions_cpu) if precisions_cpu else None,
             command=_command_line(ctx))
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

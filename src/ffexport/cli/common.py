@@ -26,8 +26,7 @@ def _width(stream) -> int | None:
 console = Console(highlight=False, width=_width(sys.stdout))
 err_console = Console(stderr=True, highlight=False, width=_width(sys.stderr))
 
-OUT_HELP = "artifact folder (one sub-folder per module)"
-MODULE_HELP = "module name, comma-separated names, or 'all' (see `ffexport modules`)"
+from .options import MODULE_HELP, OUT_HELP  # noqa: E402,F401  (defined once in options.py)
 
 
 @contextlib.contextmanager

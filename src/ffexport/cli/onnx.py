@@ -8,7 +8,8 @@ from typing import List, Optional
 import typer
 
 from ..errors import InputSpecError
-from .common import MODULE_HELP, OUT_HELP, console, err_console, human_size, one_line_warnings, progress, rel
+from . import options as O
+from .common import console, err_console, human_size, one_line_warnings, progress, rel
 
 
 def _batch(value: str) -> str | int:
@@ -17,24 +18,25 @@ def _batch(value: str) -> str | int:
     try:
         n = int(value)
     except ValueError:
-        raise InputSpecError(f"--batch must be 'dynamic' or a positive integer, got {value!r}") from None
+        raise InputSpecError(f"--batch-axis must be 'dynamic' or a positive integer, got {value!r}") from None
     if n < 1:
-        raise InputSpecError(f"--batch must be 'dynamic' or a positive integer, got {value!r}")
+        raise InputSpecError(f"--batch-axis must be 'dynamic' or a positive integer, got {value!r}")
     return n
 
 
 def register(app: typer.Typer) -> None:
     @app.command("onnx")
     def onnx_cmd(
-        module: Optional[str] = typer.Option(None, "--module", "-m", help=MODULE_HELP),
-        variant: Optional[str] = typer.Option(None, "--variant", help="module variant (see `ffexport modules`)"),
+        module: O.Module = None,
+        variant: O.Variant = None,
         opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default from configs/, else 17)"),
-        batch: str = typer.Option("dynamic", "--batch", help="'dynamic' or a fixed batch size"),
+        batch: str = typer.Option("dynamic", "--batch-axis",
+                                  help="the exported batch axis: 'dynamic' or a fixed batch size"),
         checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="state dict to load (strict)"),
-        out: Path = typer.Option(Path("artifacts"), "--out", help=OUT_HELP),
+        out: O.Out = Path("artifacts"),
         force: bool = typer.Option(False, "--force", help="overwrite existing artifacts"),
-        samples: int = typer.Option(4, "--samples", help="real inputs for the parity check"),
-        config_dir: Optional[Path] = typer.Option(None, "--config-dir", help="folder of <module>.yaml defaults"),
+        samples: int = typer.Option(4, "--parity-samples", help="faces the parity check against torch runs on"),
+        config_dir: O.ConfigDir = None,
         model: Optional[str] = typer.Option(None, "--model", help="bring your own: package.module:factory"),
         inputs: List[str] = typer.Option([], "--input", help="with --model: name:1x3x112x112[:dtype], repeatable"),
         output_names: Optional[str] = typer.Option(None, "--output-names", help="with --model: comma-separated"),

@@ -3,29 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
 from ..errors import InputSpecError
 from rich.markup import escape
 
-from .common import MODULE_HELP, OUT_HELP, Failures, console, human_size, one_line_warnings, progress, rel
-
-ONNX_HELP = "an ONNX file instead of --module (bring your own; outputs go beside it or under --out)"
-INPUT_HELP = "with --onnx for a model ffexport did not export: name:1x3x112x112[:dtype], repeatable"
-CALIB_HELP = "folder of face photos with landmark JSONs (calibration and parity faces)"
-PARITY_HELP = "faces the parity gates are checked on"
+from . import options as O
+from .common import Failures, console, human_size, one_line_warnings, progress, rel
 
 
-def _exclude(values: List[str]) -> list[str]:
+
+def _exclude(values: list[str]) -> list[str]:
     return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
 
 def _runs(module, onnx, inputs, variant, out, calib, samples, parity_samples, config_dir, precision, bar, task):
-    """(label, Run) per selected target."""
+    """A Chain per selected target."""
     from ..config import resolve_spec
-    from ..artifacts.optimize import Run
+    from ..artifacts.optimize import Chain
     from ..artifacts.targets import module_target, onnx_target
     from .common import select_modules
 
@@ -36,7 +32,7 @@ def _runs(module, onnx, inputs, variant, out, calib, samples, parity_samples, co
         if module:
             raise InputSpecError("give either --module or --onnx, not both")
         t = onnx_target(onnx, inputs, out, config_dir)
-        return [Run(t, calib=calib, samples=samples, parity_samples=parity_samples, progress=say,
+        return [Chain(t, calib=calib, samples=samples, parity_samples=parity_samples, progress=say,
                     precision=precision, config_dir=config_dir)]
     if not module:
         raise InputSpecError("give --module NAME (or 'all'), or --onnx PATH")
@@ -49,7 +45,7 @@ def _runs(module, onnx, inputs, variant, out, calib, samples, parity_samples, co
     runs = []
     for n in names:
         spec = resolve_spec(n, variant, None, config_dir)
-        runs.append(Run(module_target(spec, out), calib=calib, samples=samples, parity_samples=parity_samples,
+        runs.append(Chain(module_target(spec, out), calib=calib, samples=samples, parity_samples=parity_samples,
                         progress=say, precision=precision, config_dir=config_dir))
     return runs
 
@@ -80,85 +76,66 @@ def _run_all(what: str, runs_factory, work, show=None) -> list:
 
 
 def register(app: typer.Typer) -> None:
-    common = dict(
-        module=typer.Option(None, "--module", "-m", help=MODULE_HELP),
-        onnx=typer.Option(None, "--onnx", help=ONNX_HELP),
-        inputs=typer.Option([], "--input", help=INPUT_HELP),
-        variant=typer.Option(None, "--variant", help="module variant (see `ffexport modules`)"),
-        out=typer.Option(None, "--out", help=OUT_HELP + " (default artifacts/; with --onnx: beside the file)"),
-        force=typer.Option(False, "--force", help="redo this pass even if its inputs have not changed"),
-        calib=typer.Option(None, "--calib", help=CALIB_HELP),
-        parity_samples=typer.Option(None, "--parity-samples", help=PARITY_HELP),
-        config_dir=typer.Option(None, "--config-dir", help="folder of <module>.yaml defaults"),
-    )
-
     @app.command("simplify")
     def simplify_cmd(
-        module: Optional[str] = common["module"], onnx: Optional[Path] = common["onnx"],
-        inputs: List[str] = common["inputs"], variant: Optional[str] = common["variant"],
-        out: Optional[Path] = common["out"], force: bool = common["force"], calib: Optional[Path] = common["calib"],
-        parity_samples: Optional[int] = common["parity_samples"], config_dir: Optional[Path] = common["config_dir"],
+        module: O.Module = None, onnx: O.OnnxFile = None,
+        inputs: O.Inputs = [], variant: O.Variant = None,
+        out: O.OptionalOut = None, force: O.Force = False, calib: O.Calib = None,
+        parity_samples: O.ParitySamples = None, config_dir: O.ConfigDir = None,
     ) -> None:
         """Simplify the FP32 ONNX (onnxsim, onnxslim fallback) -> fp32.sim.onnx; prints the op counts."""
         with one_line_warnings():
-            rows = _run_all("simplify", lambda bar, task: _runs(module, onnx, inputs, variant, out, calib, None,
+            _run_all("simplify", lambda bar, task: _runs(module, onnx, inputs, variant, out, calib, None,
                                                                 parity_samples, config_dir, "fp32", bar, task),
                             lambda run: _step(run, "simplify", force), show=lambda rows: _show(rows, "simplify", _ops_table))
 
     @app.command("fp16")
     def fp16_cmd(
-        module: Optional[str] = common["module"], onnx: Optional[Path] = common["onnx"],
-        inputs: List[str] = common["inputs"], variant: Optional[str] = common["variant"],
-        out: Optional[Path] = common["out"], force: bool = common["force"], calib: Optional[Path] = common["calib"],
-        parity_samples: Optional[int] = common["parity_samples"], config_dir: Optional[Path] = common["config_dir"],
-        keep_io_types: Optional[bool] = typer.Option(None, "--keep-io-types/--no-keep-io-types",
-                                                     help="keep float32 inputs and outputs (default from configs/, "
-                                                          "else yes)"),
+        module: O.Module = None, onnx: O.OnnxFile = None,
+        inputs: O.Inputs = [], variant: O.Variant = None,
+        out: O.OptionalOut = None, force: O.Force = False, calib: O.Calib = None,
+        parity_samples: O.ParitySamples = None, config_dir: O.ConfigDir = None,
+        keep_io_types: O.KeepIoTypes = None,
     ) -> None:
         """FP16 ONNX -> fp16.onnx; fragile nodes stay FP32, more are kept FP32 until the parity gate passes."""
         with one_line_warnings():
-            rows = _run_all("fp16", lambda bar, task: _runs(module, onnx, inputs, variant, out, calib, None,
+            _run_all("fp16", lambda bar, task: _runs(module, onnx, inputs, variant, out, calib, None,
                                                             parity_samples, config_dir, "fp16", bar, task),
                             lambda run: _step(run, "fp16", force, keep_io_types=keep_io_types),
                             show=lambda rows: _show(rows, "fp16", _fp16_table))
 
     @app.command("int8")
     def int8_cmd(
-        module: Optional[str] = common["module"], onnx: Optional[Path] = common["onnx"],
-        inputs: List[str] = common["inputs"], variant: Optional[str] = common["variant"],
-        out: Optional[Path] = common["out"], force: bool = common["force"], calib: Optional[Path] = common["calib"],
-        parity_samples: Optional[int] = common["parity_samples"], config_dir: Optional[Path] = common["config_dir"],
-        method: Optional[str] = typer.Option(None, "--method", help="calibration: minmax | entropy | percentile"),
-        samples: Optional[int] = typer.Option(None, "--samples", help="calibration faces (default: up to 24)"),
-        exclude: List[str] = typer.Option([], "--exclude", help="node to keep in float (repeatable or a,b,c)"),
+        module: O.Module = None, onnx: O.OnnxFile = None,
+        inputs: O.Inputs = [], variant: O.Variant = None,
+        out: O.OptionalOut = None, force: O.Force = False, calib: O.Calib = None,
+        parity_samples: O.ParitySamples = None, config_dir: O.ConfigDir = None,
+        method: O.Method = None, samples: O.Samples = None, exclude: O.Exclude = [],
     ) -> None:
         """Calibrated INT8 Q/DQ ONNX -> int8.onnx (symmetric, per-channel weights, float biases)."""
         with one_line_warnings():
-            rows = _run_all("int8", lambda bar, task: _runs(module, onnx, inputs, variant, out, calib, samples,
+            _run_all("int8", lambda bar, task: _runs(module, onnx, inputs, variant, out, calib, samples,
                                                             parity_samples, config_dir, "int8", bar, task),
                             lambda run: _step(run, "int8", force, method=method, exclude=_exclude(exclude)),
                             show=lambda rows: _show(rows, "int8", _int8_table))
 
     @app.command("optimize")
     def optimize_cmd(
-        module: Optional[str] = common["module"], onnx: Optional[Path] = common["onnx"],
-        inputs: List[str] = common["inputs"], variant: Optional[str] = common["variant"],
-        out: Optional[Path] = common["out"], calib: Optional[Path] = common["calib"],
-        parity_samples: Optional[int] = common["parity_samples"], config_dir: Optional[Path] = common["config_dir"],
-        precision: str = typer.Option("fp16", "--precision", help="fp32 | fp16 | int8"),
-        force: bool = typer.Option(False, "--force", help="redo every step even if its inputs have not changed"),
-        method: Optional[str] = typer.Option(None, "--method", help="INT8 calibration: minmax | entropy | percentile"),
-        samples: Optional[int] = typer.Option(None, "--samples", help="INT8 calibration faces (default: up to 24)"),
-        exclude: List[str] = typer.Option([], "--exclude", help="INT8: node to keep in float (repeatable)"),
-        keep_io_types: Optional[bool] = typer.Option(None, "--keep-io-types/--no-keep-io-types",
-                                                     help="FP16: keep float32 inputs and outputs"),
+        module: O.Module = None, onnx: O.OnnxFile = None,
+        inputs: O.Inputs = [], variant: O.Variant = None,
+        out: O.OptionalOut = None, calib: O.Calib = None,
+        parity_samples: O.ParitySamples = None, config_dir: O.ConfigDir = None,
+        precision: O.Precision = "fp16",
+        force: O.Force = False,
+        method: O.Method = None, samples: O.Samples = None, exclude: O.Exclude = [],
+        keep_io_types: O.KeepIoTypes = None,
     ) -> None:
         """export -> simplify -> fp16 | int8, skipping steps whose inputs have not changed."""
-        from ..artifacts.optimize import _check_precision
+        from ..artifacts.optimize import check_precision
 
-        _check_precision(precision)
+        check_precision(precision)
         with one_line_warnings():
-            rows = _run_all("optimize", lambda bar, task: _runs(module, onnx, inputs, variant, out, calib, samples,
+            _run_all("optimize", lambda bar, task: _runs(module, onnx, inputs, variant, out, calib, samples,
                                                                 parity_samples, config_dir, precision, bar, task),
                             lambda run: _optimize(run, precision, force, keep_io_types=keep_io_types,
                                                   method=method, exclude=_exclude(exclude)),
@@ -173,9 +150,17 @@ def _show(rows, title: str, detail) -> None:
         _steps_table(rows, title)
 
 
+_STEP_FLAGS = {"fp16": ("keep_io_types",), "int8": ("method", "exclude")}  # the CLI flags each pass takes
+
+
+def _for(step: str, kw: dict) -> dict:
+    return {k: v for k, v in kw.items() if k in _STEP_FLAGS.get(step, ())}
+
+
 def _optimize(run, precision: str, force: bool, **kw) -> list:
     results: list = []
-    run.chain(precision, force={"export", "simplify", precision} if force else set(), results=results, **kw)
+    run.chain(precision, force={"export", "simplify", precision} if force else set(), results=results,
+              **_for(precision, kw))
     return results
 
 
@@ -187,17 +172,17 @@ def _step(run, step: str, force: bool, **kw) -> list:
         run.prepare()
         parent = run.target.fp32
         fn = {"simplify": run.simplify, "fp16": run.fp16, "int8": run.int8}[step]
-        results.append(fn(parent, force=force, **kw))
+        results.append(fn(parent, force=force, **_for(step, kw)))
         return results
     precision = {"simplify": "fp32"}.get(step, step)
-    run.chain(precision, force={step} if force else set(), results=results, **kw)
+    run.chain(precision, force={step} if force else set(), results=results, **_for(step, kw))
     return results
 
 
 def _steps_table(rows, title: str) -> None:
     from rich.table import Table
 
-    from ..passes.judge import summary
+    from ..passes.proof.judge import summary
 
     t = Table(title=title)
     for col in ("module", "step", "artifact", "status", "size", "parity", "time s"):

@@ -10,18 +10,19 @@ from typing import Optional
 import typer
 
 from ..errors import ArtifactError, InputSpecError
-from .common import MODULE_HELP, OUT_HELP, console, human_size
+from . import options as O
+from .common import console, human_size
 
 
 def register(app: typer.Typer) -> None:
     @app.command("report")
     def report_cmd(
-        module: Optional[str] = typer.Option(None, "--module", "-m", help=MODULE_HELP),
-        variant: Optional[str] = typer.Option(None, "--variant", help="module variant (see `ffexport modules`)"),
-        out: Path = typer.Option(Path("artifacts"), "--out", help=OUT_HELP),
+        module: O.Module = None,
+        variant: O.Variant = None,
+        out: O.Out = Path("artifacts"),
         folder: Optional[Path] = typer.Option(None, "--dir", help="one artifact folder (e.g. beside an --onnx file)"),
         as_json: bool = typer.Option(False, "--json", help="print the lineage as JSON"),
-        config_dir: Optional[Path] = typer.Option(None, "--config-dir", help="folder of <module>.yaml defaults"),
+        config_dir: O.ConfigDir = None,
     ) -> None:
         """Print each artifact's lineage: parent, pass, options, parity (vs parent and vs torch), size."""
         reports = collect(module, variant, out, folder, config_dir)

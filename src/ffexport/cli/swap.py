@@ -1,19 +1,33 @@
-"""``ffexport swap``: the reference pipeline on an image or a video, on any backend."""
+"""``ffexport swap``: the reference pipeline on an image or a video, on any backend.
+
+What the pipeline runs comes from ``configs/pipeline.yaml`` (:mod:`ffexport.pipeline.settings`; the folder
+``--config-dir``, else ``$FFEXPORT_CONFIGS``, else ``./configs``); the flags given override it.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List
+from typing import TYPE_CHECKING, List, Optional, Sequence
 
 import typer
 
 from ..errors import InputSpecError
+from ..pipeline.settings import PipelineSettings as Defaults  # torch-free: the built-in defaults, for the help
+from ..vocab import BACKENDS, PRECISIONS
 from .common import OUT_HELP, console, err_console, one_line_warnings, rel
 
-BACKENDS = ("torch", "ort", "trt")
+if TYPE_CHECKING:
+    from ..pipeline.settings import PipelineSettings
+
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
-PRECISIONS = ("fp32", "fp16", "int8")
+CONFIG_DIR_HELP = "folder of pipeline.yaml and <module>.yaml defaults (default: $FFEXPORT_CONFIGS, then ./configs)"
+
+
+def _filed(text: str, default) -> str:
+    """Help of a flag whose default comes from pipeline.yaml (``default``: the built-in one)."""
+    default = ("on" if default else "off") if isinstance(default, bool) else default
+    return f"{text} (default: pipeline.yaml, else {default})"
 
 
 def _pairs(values: List[str], flag: str, what: str) -> dict[str, str]:
@@ -60,31 +74,66 @@ def _faces(value: str) -> tuple[str, Path | None]:
     raise InputSpecError(f"--faces must be all, largest or reference:IMAGE, got {value!r}")
 
 
+def swap_settings(config_dir: Path | None = None, *, backend: str | None = None, precision: str | None = None,
+                  stages: Sequence[str] = (), variants: Sequence[str] = (), generator: str | None = None,
+                  device: str | None = None, enhance: bool | None = None, landmarks68: bool | None = None,
+                  detector: str | None = None, blend: str | None = None,
+                  detect_max_side: int | None = None) -> "PipelineSettings":
+    """The settings ``swap`` builds its pipeline from: ``pipeline.yaml`` of ``config_dir`` (see
+    :func:`~ffexport.pipeline.settings.load_pipeline_settings`), then the flags given (``None``/empty: not given).
+
+    ``--backend``/``--precision`` are every stage's (they replace the file's per-stage choices);
+    ``--stage MODULE=BACKEND[:PRECISION]`` then sets one stage; ``--variant`` and ``--generator`` pick variants.
+    """
+    from ..pipeline.settings import load_pipeline_settings
+
+    if backend is not None and backend not in BACKENDS:
+        raise InputSpecError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    if precision is not None and precision not in PRECISIONS:
+        raise InputSpecError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    if detect_max_side is not None and detect_max_side < 0:
+        raise InputSpecError(f"--detect-max-side must be >= 0 (0: never scale), got {detect_max_side}")
+    stage_backends, stage_precisions = _stage_choices(list(stages))
+    modules = _pairs(list(variants), "--variant", "VARIANT")
+    if generator is not None:
+        modules["generator"] = generator
+    return load_pipeline_settings(config_dir).override(
+        modules=modules, backend=backend, precision=precision, stage_backends=stage_backends,
+        stage_precisions=stage_precisions, device=device, enhance=enhance, landmarks68=landmarks68,
+        detector=detector, blend=blend, detect_max_side=detect_max_side)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("swap")
     def swap_cmd(
         source: Path = typer.Option(..., "--source", "-s", help="image of the face to paste in"),
         target: Path = typer.Option(..., "--target", "-t", help="image (.jpg, .png, ...) or video (.mp4, .mov, ...)"),
         output: Path = typer.Option(..., "--output", "-o", help="output image or video (same kind as the target)"),
-        backend: str = typer.Option("torch", "--backend", "-b", help="torch | ort | trt, for every stage"),
-        precision: str = typer.Option("fp32", "--precision", "-p", help="fp32 | fp16 | int8"),
-        device: str = typer.Option("cpu", "--device", "-d", help="cpu | cuda | cuda:N"),
-        generator: str = typer.Option("inswapper-128", "--generator", "-g",
-                                      help="inswapper-128 | simswap-256 | simswap-256-lite | identity"),
-        enhance: bool = typer.Option(False, "--enhance", help="restore the swapped faces with the enhancer"),
-        landmarks68: bool = typer.Option(False, "--landmarks68", help="refine the 5 points with the 68-point landmarker"),
+        config_dir: Optional[Path] = typer.Option(None, "--config-dir", help=CONFIG_DIR_HELP),
+        backend: Optional[str] = typer.Option(None, "--backend", "-b", help=_filed("torch | ort | trt, for every stage",
+                                                                                  Defaults.backend)),
+        precision: Optional[str] = typer.Option(None, "--precision", "-p",
+                                                help=_filed("fp32 | fp16 | int8, for every stage", Defaults.precision)),
+        device: Optional[str] = typer.Option(None, "--device", "-d", help=_filed("cpu | cuda | cuda:N", Defaults.device)),
+        generator: Optional[str] = typer.Option(None, "--generator", "-g", help=_filed(
+            "inswapper-128 | simswap-256 | simswap-256-lite | identity", "inswapper-128")),
+        enhance: Optional[bool] = typer.Option(None, "--enhance/--no-enhance", help=_filed(
+            "restore the swapped faces with the enhancer", Defaults.enhance)),
+        landmarks68: Optional[bool] = typer.Option(None, "--landmarks68/--no-landmarks68", help=_filed(
+            "refine the 5 points with the 68-point landmarker", Defaults.landmarks68)),
         faces: str = typer.Option("all", "--faces", help="all | largest | reference:IMAGE"),
         checkpoints: List[str] = typer.Option([], "--checkpoint", help="MODULE=PATH state dict, repeatable"),
         variants: List[str] = typer.Option([], "--variant", help="MODULE=VARIANT (see `ffexport modules`), repeatable"),
         stages: List[str] = typer.Option([], "--stage", help="MODULE=BACKEND[:PRECISION] for one stage, repeatable"),
-        detector: str = typer.Option("auto", "--detector",
-                                     help="auto (MTCNN unless --checkpoint detector=...) | mtcnn | retinaface"),
+        detector: Optional[str] = typer.Option(None, "--detector", help=_filed(
+            "auto (MTCNN unless --checkpoint detector=...) | mtcnn | retinaface", Defaults.detector)),
         batch: int = typer.Option(1, "--batch", help="frames per GPU batch"),
-        blend: str = typer.Option("box", "--blend", help="box (feathered box mask) | poisson (gradient-domain)"),
+        blend: Optional[str] = typer.Option(None, "--blend", help=_filed(
+            "box (feathered box mask) | poisson (gradient-domain)", Defaults.blend)),
         mask: str = typer.Option("0.3,0,0,0,0", "--mask", help="blur,pad_top,pad_right,pad_bottom,pad_left"),
         min_face: float = typer.Option(20.0, "--min-face", help="smallest face to detect, pixels of the detection image (MTCNN)"),
-        detect_max_side: int = typer.Option(1280, "--detect-max-side",
-                                            help="MTCNN detects larger frames on a copy scaled to this long side"),
+        detect_max_side: Optional[int] = typer.Option(None, "--detect-max-side", help=_filed(
+            "MTCNN detects larger frames on a copy scaled to this long side; 0: never", Defaults.detect_max_side)),
         out: Path = typer.Option(Path("artifacts"), "--out", help=OUT_HELP),
         no_build: bool = typer.Option(False, "--no-build", help="fail instead of building missing artifacts"),
         crf: int = typer.Option(18, "--crf", help="video quality (x264/VP9 CRF; lower is better)"),
@@ -99,16 +148,15 @@ def register(app: typer.Typer) -> None:
         from ..pipeline.media import is_image_path
 
         with one_line_warnings():
-            if backend not in BACKENDS:
-                raise InputSpecError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
-            if precision not in PRECISIONS:
-                raise InputSpecError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+            settings = swap_settings(config_dir, backend=backend, precision=precision, stages=stages,
+                                     variants=variants, generator=generator, device=device, enhance=enhance,
+                                     landmarks68=landmarks68, detector=detector, blend=blend,
+                                     detect_max_side=detect_max_side)
             if batch < 1:
                 raise InputSpecError(f"--batch must be a positive integer, got {batch}")
             if preset not in X264_PRESETS:
                 raise InputSpecError(f"unknown --preset {preset!r}; valid: {', '.join(X264_PRESETS)}")
             face_mode, reference = _faces(faces)
-            stage_backends, stage_precisions = _stage_choices(stages)
             if is_image_path(target) != is_image_path(output):
                 kind = "an image" if is_image_path(target) else "a video"
                 raise InputSpecError(f"--output {output} must be {kind} file like the target {target}")
@@ -125,13 +173,10 @@ def register(app: typer.Typer) -> None:
             from ..pipeline.pipeline import Pipeline
 
             say = (lambda m: err_console.print(f"[dim]{m}[/]", soft_wrap=True)) if not quiet else (lambda _m: None)
-            pipe = Pipeline(backend={"default": backend, **stage_backends},
-                            precision={"default": precision, **stage_precisions}, device=device,
-                            generator=generator, enhance=enhance, landmarks68=landmarks68, faces=face_mode,
-                            detector=detector, checkpoints=_pairs(checkpoints, "--checkpoint", "PATH"), out=out,
-                            batch=batch, blend=blend, mask=_mask(mask), variants=_pairs(variants, "--variant", "VARIANT"),
-                            build_missing=not no_build, timing=timing, min_face=min_face,
-                            detect_max_side=detect_max_side, say=say)
+            pipe = Pipeline.from_settings(settings, faces=face_mode,
+                                          checkpoints=_pairs(checkpoints, "--checkpoint", "PATH"), out=out,
+                                          batch=batch, mask=_mask(mask), build_missing=not no_build, timing=timing,
+                                          min_face=min_face, say=say)
             with pipe:
                 pipe.set_source(source)
                 if reference is not None:

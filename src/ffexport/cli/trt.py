@@ -9,20 +9,22 @@ from typing import List, Optional
 import typer
 
 from ..errors import InputSpecError
-from .common import MODULE_HELP, OUT_HELP, Failures, console, err_console, human_size, one_line_warnings, progress, rel
+from . import options as O
+from .common import Failures, console, err_console, human_size, one_line_warnings, progress, rel
 
 
 def register(app: typer.Typer) -> None:
     @app.command("trt")
     def trt_cmd(
-        module: Optional[str] = typer.Option(None, "--module", "-m", help=MODULE_HELP),
+        module: O.Module = None,
         onnx: Optional[Path] = typer.Option(None, "--onnx", help="bring your own: build this ONNX file instead"),
         name: Optional[str] = typer.Option(None, "--name", help="with --onnx: artifact folder name (default: the module's folder for an ffexport artifact, else the file name)"),
-        variant: Optional[str] = typer.Option(None, "--variant", help="module variant (see `ffexport modules`)"),
+        variant: O.Variant = None,
         precision: str = typer.Option("fp16", "--precision", "-p",
                                       help="fp32 | fp16 | int8: picks the ONNX artifact (fp32.sim / fp16 / int8 Q/DQ)"),
-        calib: Optional[Path] = typer.Option(None, "--calib", help="calibration image folder (int8)"),
-        batch: Optional[str] = typer.Option(None, "--batch", help="batch profile min:opt:max (default from configs/)"),
+        calib: O.Calib = None,
+        batch: Optional[str] = typer.Option(None, "--batch-profile",
+                                            help="the engine's batch range min:opt:max (default from configs/)"),
         dims: List[str] = typer.Option([], "--dim", help="other dynamic axis NAME=min:opt:max, repeatable"),
         workspace: Optional[int] = typer.Option(None, "--workspace", help="builder workspace limit in MB"),
         opt_level: Optional[int] = typer.Option(None, "--opt-level", help="builder optimization level 0-5"),
@@ -32,19 +34,19 @@ def register(app: typer.Typer) -> None:
                                                 help="engine that later TensorRT versions can run"),
         flavor: str = typer.Option("auto", "--flavor",
                                    help="auto | tensorrt | tensorrt_rtx (auto: TensorRT with a GPU, else TensorRT-RTX)"),
-        out: Path = typer.Option(Path("artifacts"), "--out", help=OUT_HELP),
+        out: O.Out = Path("artifacts"),
         cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="timing caches (default OUT/.trt-cache)"),
         force: bool = typer.Option(False, "--force", help="rebuild even when the engine cache key matches"),
-        config_dir: Optional[Path] = typer.Option(None, "--config-dir", help="folder of <module>.yaml defaults"),
+        config_dir: O.ConfigDir = None,
     ) -> None:
         """Build strongly typed TensorRT engines (TensorRT 10/11 or TensorRT for RTX) from the ONNX artifacts."""
         from ..passes.trt import parse_dim, parse_range
-        from ..specs.base import PRECISIONS
+        from ..vocab import PRECISIONS
 
         with one_line_warnings():
             if precision not in PRECISIONS:
                 raise InputSpecError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
-            opts = dict(flavor=flavor, batch=parse_range(batch, "--batch") if batch else None,
+            opts = dict(flavor=flavor, batch=parse_range(batch, "--batch-profile") if batch else None,
                         dims=dict(parse_dim(d) for d in dims), workspace_mb=workspace, opt_level=opt_level,
                         target_cc=target_cc.split(",") if target_cc else None,
                         version_compatible=version_compatible, force=force)
@@ -69,7 +71,7 @@ def register(app: typer.Typer) -> None:
         device: int = typer.Option(0, "--device", help="CUDA device index"),
     ) -> None:
         """Show an engine's IO tensors, optimization profile and build record, and its layers where a GPU allows."""
-        from ..backends.trt import inspect_engine
+        from ..backends.trt_engine import inspect_engine
 
         with one_line_warnings():
             info = inspect_engine(engine, device=device)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._lazy import require
-from ..errors import InputSpecError, ModelLoadError
+from ..errors import InputSpecError
 from ..fsutil import atomic_path, check_overwrite, ensure_writable_dir
 from ..manifest import Manifest, new_record
 from ..specs.base import BATCH, ModuleSpec, TensorSpec, gates

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ._calibrate import calibrate_batchnorm, randomize_bn_affine, synthetic_images
+from .bn_statistics import measure_batchnorm_statistics, randomize_bn_affine, synthetic_images
 
 STRIDES = (8, 16, 32)
 MIN_SIZES = ((16, 32), (64, 128), (256, 512))  # prior box sides per level, pixels; 2 anchors per location
@@ -185,7 +185,7 @@ class RetinaFace(nn.Module):
 
 
 def _init_seeded(model: RetinaFace, size: tuple[int, int]) -> None:
-    """Seeded weights with trained-like activations (see ``_calibrate``).
+    """Seeded weights with trained-like activations (see ``bn_statistics``).
 
     Head convolutions get small weights so the seeded scores stay near 0.5
     and boxes near the prior size, instead of saturating.
@@ -197,7 +197,7 @@ def _init_seeded(model: RetinaFace, size: tuple[int, int]) -> None:
                 nn.init.normal_(h.conv1x1.weight, 0.0, 0.05)
                 nn.init.normal_(h.conv1x1.bias, 0.0, 0.05)
     lo, hi = (0.0 - INPUT_MEAN) / INPUT_STD, (255.0 - INPUT_MEAN) / INPUT_STD
-    calibrate_batchnorm(model, synthetic_images(1, size, (lo, hi)))
+    measure_batchnorm_statistics(model, synthetic_images(1, size, (lo, hi)))
 
 
 def build(spec, **kwargs) -> RetinaFace:

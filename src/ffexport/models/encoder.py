@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ._calibrate import calibrate_batchnorm, randomize_bn_affine, synthetic_images
+from .bn_statistics import measure_batchnorm_statistics, randomize_bn_affine, synthetic_images
 
 EMBEDDING = 512
 WIDTHS = (64, 128, 256, 512)
@@ -82,7 +82,7 @@ class IResNet(nn.Module):
 
 
 def _init_seeded(model: IResNet, size: tuple[int, int]) -> None:
-    """Seeded weights with trained-like activations (see ``_calibrate``).
+    """Seeded weights with trained-like activations (see ``bn_statistics``).
 
     PReLU slopes get seeded values around the trained range (0.1-0.3) so the
     nonlinearity is exercised, and each residual branch's last BN is scaled
@@ -98,7 +98,7 @@ def _init_seeded(model: IResNet, size: tuple[int, int]) -> None:
                 m.bn3.weight.mul_(0.3)
         nn.init.normal_(model.fc.weight, 0.0, (1.0 / model.fc.in_features) ** 0.5)
     # BatchNorm1d needs more than one sample per channel in training mode: batch of 2
-    calibrate_batchnorm(model, synthetic_images(2, size, (-1.0, 1.0)))
+    measure_batchnorm_statistics(model, synthetic_images(2, size, (-1.0, 1.0)))
 
 
 def build(spec, layers: Sequence[int] = (3, 4, 14, 3), **kwargs) -> IResNet:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ._calibrate import calibrate_batchnorm, randomize_bn_affine, synthetic_images
+from .bn_statistics import measure_batchnorm_statistics, randomize_bn_affine, synthetic_images
 
 NUM_POINTS = 68
 FEATURES = 256
@@ -166,7 +166,7 @@ class _HeatmapsOnly(nn.Module):
 
 
 def _init_seeded(model: FAN, size: tuple[int, int]) -> None:
-    """Seeded weights with trained-like activations (see ``_calibrate``).
+    """Seeded weights with trained-like activations (see ``bn_statistics``).
 
     Statistics come from one synthetic crop at the input size: the hourglass
     bottoms out at 1/64 of it, so smaller crops would mostly measure border
@@ -178,7 +178,7 @@ def _init_seeded(model: FAN, size: tuple[int, int]) -> None:
         for i in range(model.num_modules):
             nn.init.normal_(model._modules[f"l{i}"].weight, 0.0, 0.02)
             nn.init.zeros_(model._modules[f"l{i}"].bias)
-    calibrate_batchnorm(_HeatmapsOnly(model), synthetic_images(1, size, (0.0, 1.0)))
+    measure_batchnorm_statistics(_HeatmapsOnly(model), synthetic_images(1, size, (0.0, 1.0)))
 
 
 def build(spec, num_modules: int = 4, **kwargs) -> FAN:

@@ -12,7 +12,7 @@ Which nodes stay FP32, and why (each is listed in the manifest):
   weights exceed it;
 * ``converter``: nodes around which the converter wrote an invalid graph;
 * ``parity``: when the FP16 model misses its gate, the nodes that add the most
-  error themselves (:mod:`ffexport.passes.sensitivity`) are kept in FP32, 1, 2,
+  error themselves (:mod:`ffexport.passes.proof.sensitivity`) are kept in FP32, 1, 2,
   4 ... at a time, until the gate passes (at most ``MAX_ROUNDS`` rounds; then the
   pass fails and the previous artifact stays).
 
@@ -38,8 +38,9 @@ from typing import Callable, Sequence
 from .._lazy import require
 from ..errors import ModelLoadError, ParityError
 from ..fsutil import atomic_path
-from . import graph, sensitivity
-from .fp16_emulate import emulate
+from . import graph
+from .proof import sensitivity
+from .proof.fp16_emulate import emulate
 
 MAX_ROUNDS = 7
 PROFILE_FEEDS = 2

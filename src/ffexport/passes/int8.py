@@ -11,13 +11,13 @@ The form (checked by :func:`inspect_qdq` and recorded in the manifest):
 * biases left in float (``QuantizeBias: False``): TensorRT fuses them itself.
 
 Calibration streams real faces through the module's own preprocessing
-(:mod:`ffexport.passes.calib`) into onnxruntime's calibrator a few samples at a
+(:mod:`ffexport.passes.proof.calib`) into onnxruntime's calibrator a few samples at a
 time (one at a time for the histogram methods, whose calibrator would otherwise
 keep every intermediate tensor of every sample), then the tensor ranges are
 cached so the fallback rounds re-quantize without re-calibrating.
 
 When the result misses the module's INT8 gate, the nodes that add the most error
-themselves (:mod:`ffexport.passes.sensitivity`) are excluded from quantization,
+themselves (:mod:`ffexport.passes.proof.sensitivity`) are excluded from quantization,
 1, 2, 4 ... at a time, for at most ``MAX_ROUNDS`` rounds; each is recorded with
 its reason.  A graph without weighted ops (the blender) has nothing worth
 quantizing: ``int8.onnx`` is then its FP32 graph and the record says so.
@@ -36,7 +36,8 @@ from typing import Callable, Sequence
 from .._lazy import require
 from ..errors import CalibrationError, InputSpecError, ModelLoadError, ParityError
 from ..fsutil import atomic_path
-from . import graph, sensitivity
+from . import graph
+from .proof import sensitivity
 
 METHODS = ("minmax", "entropy", "percentile")
 MAX_ROUNDS = 8  # 1 + 2 + ... + 128 = 255 nodes at most
@@ -131,7 +132,7 @@ def calibrate(model_path: Path, reader, method: str, op_types: Sequence[str] | N
     return cache, n
 
 
-def _pre_process(src: Path, dst: Path) -> str:
+def pre_process(src: Path, dst: Path) -> str:
     """Shape inference for the quantizer (no graph rewrites: node names stay the parent's)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -246,38 +247,23 @@ def int8(src: str | Path, dst: str | Path, judge, reader_factory: Callable[[Sequ
                "extra_options": extra}
     weighted = weighted_nodes(model)
     if not weighted:
-        say("no weighted ops: int8.onnx is the FP32 graph")
-        with atomic_path(dst) as tmp:
-            tmp.write_bytes(src.read_bytes())
-            parity = judge.compare(tmp, src, "int8")
-            judge.forget(tmp)
-            judge.require(parity, f"INT8 of {src.name}")
-        return {"quantized": False, "note": "no quantizable ops (no Conv/ConvTranspose/Gemm/MatMul with constant "
-                                            "weights): int8.onnx is the FP32 graph, nothing is quantized",
-                "quantization": options, "excluded": [], "qdq": inspect_qdq(model), "rounds": [], "parity": parity,
-                "calibration_samples": 0}
+        return _float_copy(src, dst, judge, model, options, [], say,
+                           "no quantizable ops (no Conv/ConvTranspose/Gemm/MatMul with constant weights): int8.onnx is "
+                           "the FP32 graph, nothing is quantized")
 
     excluded: dict[str, dict] = {n: {"node": n, "op": _op(model, n), "reason": "requested", "detail": "--exclude"}
                                  for n in exclude}
     # the nodes the options ask to quantize: weighted nodes of the requested op types
     wanted = {n.name for n in weighted if n.op_type in op_types}
     if wanted and not wanted - set(excluded):
-        say("every weighted node is excluded: int8.onnx is the FP32 graph")
-        with atomic_path(dst) as tmp:
-            tmp.write_bytes(src.read_bytes())
-            parity = judge.compare(tmp, src, "int8")
-            judge.forget(tmp)
-            judge.require(parity, f"INT8 of {src.name}")
-        return {"quantized": False, "note": f"--exclude (or configs int8.exclude) names every one of the "
-                                            f"{len(wanted)} quantizable nodes: int8.onnx is the FP32 graph, "
-                                            "nothing is quantized",
-                "quantization": options, "excluded": sorted(excluded.values(), key=lambda e: e["node"]),
-                "qdq": inspect_qdq(model), "rounds": [], "parity": parity, "calibration_samples": 0}
+        return _float_copy(src, dst, judge, model, options, sorted(excluded.values(), key=lambda e: e["node"]), say,
+                           f"--exclude (or configs int8.exclude) names every one of the {len(wanted)} quantizable "
+                           "nodes: int8.onnx is the FP32 graph, nothing is quantized")
     rounds: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="ffexport-int8-") as wd:
         work = Path(wd)
         pre = work / "pre.onnx"
-        pre_label = _pre_process(src, pre)
+        pre_label = pre_process(src, pre)
         pre_model = graph.load(pre)
         input_names = [i.name for i in graph.graph_inputs(pre_model)]
         say(f"calibrating ({method}) on real faces")
@@ -322,6 +308,18 @@ def int8(src: str | Path, dst: str | Path, judge, reader_factory: Callable[[Sequ
             "excluded": sorted(excluded.values(), key=lambda e: (e["reason"] != "parity", e["node"])),
             "excluded_counts": dict(collections.Counter(e["reason"] for e in excluded.values())),
             "qdq": qdq, "rounds": rounds, "parity": parity, "onnxruntime_cpu_kernels": kernels}
+
+
+def _float_copy(src: Path, dst: Path, judge, model, options: dict, excluded: list, say, note: str) -> dict:
+    """``int8.onnx`` as the FP32 graph itself, proven like any INT8 artifact and recorded as not quantized."""
+    say(note.split(":")[0])
+    with atomic_path(dst) as tmp:
+        tmp.write_bytes(src.read_bytes())
+        parity = judge.compare(tmp, src, "int8")
+        judge.forget(tmp)
+        judge.require(parity, f"INT8 of {src.name}")
+    return {"quantized": False, "note": note, "quantization": options, "excluded": excluded,
+            "qdq": inspect_qdq(model), "rounds": [], "parity": parity, "calibration_samples": 0}
 
 
 def _check_quantized(src: Path, wanted: set[str], live: set[str], excluded: dict) -> None:

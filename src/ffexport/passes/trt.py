@@ -253,7 +253,7 @@ def build_engine(onnx_path: str | Path, spec=None, *, precision: str, out_path: 
     key matches an existing engine (and ``force`` is False) nothing is built and
     the stored record comes back with ``engine_cache_hit: True``.
     """
-    from ..specs.base import PRECISIONS
+    from ..vocab import PRECISIONS
 
     say = progress or (lambda _m: None)
     onnx_path, out_path = Path(onnx_path), Path(out_path)

@@ -1,6 +1,8 @@
-"""The MTCNN cascade on the device: image pyramid -> P-Net -> R-Net -> O-Net -> faces with 5 landmarks.
+"""MTCNN face detection: the cascade on the device (image pyramid -> P-Net -> R-Net -> O-Net -> faces with
+5 landmarks), and :class:`MTCNN`, the pipeline's detector (the :class:`~ffexport.pipeline.detectors.Detector`
+protocol) that runs it on three stages.
 
-The three nets are plain callables ``{"input": tensor} -> {"prob", "reg"[, "landmarks"]}``:
+The three nets of :class:`MTCNNDetector` are plain callables ``{"input": tensor} -> {"prob", "reg"[, "landmarks"]}``:
 torch modules wrapped in :class:`TorchNet`, or any ffexport runner (onnxruntime,
 TensorRT), so the same cascade checks a converted net end to end.
 
@@ -9,17 +11,22 @@ Coordinates: boxes are ``x1, y1, x2, y2`` with pixel ``j`` spanning ``[j, j + 1)
 reports them (``x1 + fraction * width``).  Everything stays on the device:
 candidate boxes are resampled with ``grid_sample`` (one call per frame for all
 its boxes), NMS is a vectorised fixed point, and nothing loops over boxes on the host.
+:class:`MTCNN` reports in the pipeline's convention instead (pixel centres at integer coordinates).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..vision.mtcnn import batched_nms, bucket, crop_boxes, normalise, regress, square
+from .detectors import MTCNN_MAX_SIDE, MTCNN_MODULES
+
+if TYPE_CHECKING:
+    from .stages import Stage
 
 Net = Callable[[Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]]
 Faces = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # boxes (N, 4), points (N, 5, 2), scores (N,)
@@ -76,7 +83,7 @@ class MTCNNDetector:
         from ..models import build_model
 
         nets = []
-        for module in ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet"):
+        for module in MTCNN_MODULES:
             spec = specs.get(module)
             nets.append(TorchNet(build_model(spec).to(device), spec.output_names))
         return cls(*nets, device=device, **kwargs)
@@ -186,5 +193,43 @@ class MTCNNDetector:
             order = sel[torch.sort(scores[sel], descending=True, stable=True).indices]
             result.append((boxes[order].reshape(-1, 4), points[order].reshape(-1, 5, 2), scores[order]))
         return result
+
+    __call__ = detect
+
+
+class MTCNN:
+    """The pipeline's MTCNN detector on ``stages`` (``mtcnn_pnet``, ``mtcnn_rnet``, ``mtcnn_onet``; built, owned and
+    closed by the caller).  Frames with a side longer than ``max_side`` are detected on a copy scaled to it
+    (``None`` or 0: never); ``score_threshold`` is O-Net's (0.7 when None)."""
+
+    kind = "mtcnn"
+
+    def __init__(self, stages: Mapping[str, Stage], device: torch.device | str = "cpu",
+                 score_threshold: float | None = None, min_face: float = 20.0,
+                 max_side: int | None = MTCNN_MAX_SIDE):
+        self.stages: dict[str, Stage] = {m: stages[m] for m in MTCNN_MODULES}
+        self.device = torch.device(device)
+        self.max_side = max_side
+        last = 0.7 if score_threshold is None else float(score_threshold)
+        batch = [s.max_batch for s in self.stages.values() if s.max_batch]
+        # onnxruntime on CUDA re-plans on every new input shape: give it a few batch sizes only
+        pad = self.device.type == "cuda" and any(self.stages[m].backend == "ort" for m in MTCNN_MODULES[1:])
+        self.cascade = MTCNNDetector(*self.stages.values(), device=self.device, thresholds=(0.6, 0.7, last),
+                                     min_face=min_face, max_batch=min(batch) if batch else None, pad_batches=pad)
+
+    def detect(self, images: torch.Tensor) -> list[Faces]:
+        """Per frame of ``images`` (``B x 3 x H x W`` float RGB in [0, 255]): boxes, 5 landmarks, scores."""
+        h, w = images.shape[-2:]
+        kx = ky = 1.0
+        if self.max_side and max(h, w) > self.max_side:  # large frames: detect on a smaller copy
+            k = self.max_side / max(h, w)
+            size = (max(1, round(h * k)), max(1, round(w * k)))
+            images = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+            kx, ky = size[1] / w, size[0] / h
+        scale = images.new_tensor([kx, ky])
+        # the cascade counts pixel j as [j, j + 1) (so coordinates scale by plain division);
+        # ffexport's geometry puts the centre of pixel j at j
+        return [((b.reshape(-1, 2, 2) / scale).reshape(-1, 4) - 0.5, p / scale - 0.5, s)
+                for b, p, s in self.cascade.detect(images)]
 
     __call__ = detect

@@ -17,25 +17,29 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from .. import specs
-from ..errors import InputSpecError, MediaError, NoFaceError, RuntimeUnavailableError, UnknownNameError
+from ..errors import InputSpecError, MediaError, NoFaceError, UnknownNameError
 from ..specs.templates import FFHQ_512
 from ..vision import align
-from .face_detector import FaceDetector, largest
-from .stages import PRECISIONS, Stage, make_stage
+from ..vocab import PRECISIONS
+from .detectors import MTCNN_MAX_SIDE, detector_modules, largest, make_detector, resolve_kind
+from .device import check_device
+from .paste import paste
+from .settings import BLEND_MODES, DETECTORS, IDENTITY
+from .stages import Stage, make_stage
+from .timers import NO_TIMER, Timer
+
+if TYPE_CHECKING:
+    from .settings import PipelineSettings
 
 FACE_MODES = ("all", "largest", "reference")
-BLEND_MODES = ("box", "poisson")
-DETECTORS = ("auto", "mtcnn", "retinaface")
 STAGE_TIMERS = ("transfer", "detect", "landmarks", "align", "encode", "swap", "enhance", "blend")
-IDENTITY = "identity"
 SOURCE_CACHE = 16
-MIN_ROI = 64  # smallest blender region: the minimum of the blender engines' height/width profile
 
 
 class IdentityGenerator(torch.nn.Module):
@@ -43,60 +47,6 @@ class IdentityGenerator(torch.nn.Module):
 
     def forward(self, target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         return target
-
-
-def generator_names() -> list[str]:
-    return [*specs.variants("generator"), IDENTITY]
-
-
-def check_device(device: str) -> torch.device:
-    """``torch.device`` for ``device``; a one-line error when CUDA is asked for and absent."""
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise InputSpecError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeUnavailableError("CUDA requested but no GPU is available")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise RuntimeUnavailableError(f"{device} requested but only {torch.cuda.device_count()} GPU(s) exist")
-    elif dev.type != "cpu":
-        raise InputSpecError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
-    return dev
-
-
-class _NoTimer:
-    __slots__ = ()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-_NO_TIMER = _NoTimer()
-
-
-class _Timer:
-    """Accumulates wall time of a block into ``timings[name]``, synchronising the GPU at both ends."""
-
-    __slots__ = ("timings", "name", "cuda", "t0")
-
-    def __init__(self, timings: dict, name: str, cuda: bool):
-        self.timings, self.name, self.cuda = timings, name, cuda
-
-    def __enter__(self):
-        if self.cuda:
-            torch.cuda.synchronize()
-        self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        if self.cuda:
-            torch.cuda.synchronize()
-        self.timings[self.name] = self.timings.get(self.name, 0.0) + time.perf_counter() - self.t0
-        return False
 
 
 class Pipeline:
@@ -110,6 +60,8 @@ class Pipeline:
     frames larger than ``detect_max_side`` on a scaled copy.
     ``generator="identity"`` returns the target crop unchanged (tests).
     ``timing=True`` accumulates seconds per stage in ``timings`` (GPU synchronised).
+    :meth:`from_settings` takes the defaults from ``configs/pipeline.yaml``
+    (:class:`~ffexport.pipeline.settings.PipelineSettings`) instead of these.
     """
 
     def __init__(self, backend: str | Mapping[str, str] = "torch", precision: str | Mapping[str, str] = "fp32",
@@ -119,7 +71,7 @@ class Pipeline:
                  blend: str = "box", mask: Sequence[float] = (0.3, 0.0, 0.0, 0.0, 0.0),
                  variants: Mapping[str, str] | None = None, build_missing: bool = True, timing: bool = False,
                  score_threshold: float | None = None, min_face: float = 20.0, reference_threshold: float = 0.4,
-                 detect_max_side: int | None = 1280, config_dir: str | Path | None = None, say=None):
+                 detect_max_side: int | None = MTCNN_MAX_SIDE, config_dir: str | Path | None = None, say=None):
         self.device = check_device(device)
         self.batch = int(batch)
         if self.batch < 1:
@@ -157,11 +109,11 @@ class Pipeline:
 
         self.stages: dict[str, Stage] = {}
         try:
-            self.detector_name = ("retinaface" if "detector" in self.checkpoints else "mtcnn") if detector == "auto" \
-                else detector
-            self.detector = FaceDetector(self.detector_name, self._add_stage, self.device,
-                                         score_threshold=score_threshold, min_face=min_face,
-                                         max_side=detect_max_side)
+            self.detector_name = resolve_kind(detector, "detector" in self.checkpoints)
+            detector_stages = {m: self._add_stage(m) for m in detector_modules(self.detector_name)}
+            self.detector = make_detector(self.detector_name, detector_stages, self.device,
+                                          score_threshold=score_threshold, min_face=min_face,
+                                          max_side=detect_max_side)
             if self.landmarks68:
                 self._add_stage("landmarker")
             self._add_stage("encoder")
@@ -176,6 +128,12 @@ class Pipeline:
             self.close()
             raise
 
+    @classmethod
+    def from_settings(cls, settings: PipelineSettings, **kwargs) -> "Pipeline":
+        """A pipeline with ``settings`` (:func:`~ffexport.pipeline.settings.load_pipeline_settings`) for its
+        choices; ``kwargs`` are the other arguments of the constructor, and override the settings."""
+        return cls(**{**settings.pipeline_kwargs(), **kwargs})
+
     # --- construction ---------------------------------------------------------------------------
     def _choice(self, value, module: str, default: str) -> str:
         if isinstance(value, str):
@@ -189,8 +147,8 @@ class Pipeline:
         p = self._choice(self._precision, module, "fp32")
         if p not in PRECISIONS:
             raise UnknownNameError("precision", p, PRECISIONS)
-        # the blender has no weights to quantise: int8 runs it at fp32
-        return "fp32" if (module == "blender" and p == "int8") else p
+        # a module with nothing to quantise (the blender) runs its FP32 artifact when INT8 is asked for
+        return self._spec(module).stage_precision(p)
 
     def _spec(self, module: str, variant: str | None = None):
         """The module's spec with configs/ applied (the same spec `ffexport onnx` exports)."""
@@ -201,7 +159,8 @@ class Pipeline:
     def _add_stage(self, module: str, variant: str | None = None) -> Stage:
         spec = self._spec(module, variant)
         stage = make_stage(spec, self.backend_of(module), self.precision_of(module), str(self.device), self._out,
-                           checkpoint=self.checkpoints.get(module), build_missing=self._build_missing, say=self._say)
+                           checkpoint=self.checkpoints.get(module), build_missing=self._build_missing, say=self._say,
+                           config_dir=self._config_dir)
         self.stages[module] = stage
         return stage
 
@@ -229,8 +188,8 @@ class Pipeline:
     # --- timing -----------------------------------------------------------------------------------
     def _t(self, name: str):
         if not self.timing:
-            return _NO_TIMER
-        return _Timer(self.timings, name, self.device.type == "cuda")
+            return NO_TIMER
+        return Timer(self.timings, name, self.device.type == "cuda")
 
     def reset_timings(self) -> None:
         self.timings.clear()
@@ -269,8 +228,8 @@ class Pipeline:
     # --- detection ------------------------------------------------------------------------------
     def detect(self, images: torch.Tensor):
         """Per image of ``images`` (``B x 3 x H x W`` float RGB in [0, 255], on the device):
-        boxes ``(N, 4)`` xyxy, 5 landmarks ``(N, 5, 2)`` and scores ``(N,)`` (see :class:`FaceDetector`)."""
-        return self.detector(images)
+        boxes ``(N, 4)`` xyxy, 5 landmarks ``(N, 5, 2)`` and scores ``(N,)`` (see :mod:`.detectors`)."""
+        return self.detector.detect(images)
 
     # --- embeddings -----------------------------------------------------------------------------
     def _embed(self, images: torch.Tensor, kps: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -502,67 +461,3 @@ class Pipeline:
             return self.process_image(src, dst)
         return self.process_video(src, dst, progress=progress, **encode)
 
-
-# --- paste back on regions of interest ------------------------------------------------------------
-
-def mask_rois(affine: torch.Tensor, crop_size: int, mask: Sequence[float], height: int,
-              width: int) -> list[tuple[int, int, int, int]]:
-    """Per face, the frame region ``(x0, y0, x1, y1)`` outside which its blend mask is zero.
-
-    The mask is zero outside the padded box of the crop (``models/blender.py``);
-    its corners go through ``affine`` (crop -> frame), plus a pixel of margin;
-    regions are at least ``MIN_ROI`` pixels a side where the frame allows.
-    One host sync for all faces.
-    """
-    _blur, top, right, bottom, left = (float(v) for v in mask)
-    lo_x, hi_x = left * crop_size - 0.5, (1.0 - right) * crop_size - 0.5
-    lo_y, hi_y = top * crop_size - 0.5, (1.0 - bottom) * crop_size - 0.5
-    corners = affine.new_tensor([[lo_x, lo_y], [hi_x, lo_y], [lo_x, hi_y], [hi_x, hi_y]])
-    pts = align.transform_points(corners.expand(affine.shape[0], 4, 2), affine)
-    box = torch.cat([torch.floor(pts.amin(1)) - 1, torch.ceil(pts.amax(1)) + 2], 1).tolist()
-    rois = []
-    for x0, y0, x1, y1 in box:
-        (ax, bx), (ay, by) = _span(x0, x1, width), _span(y0, y1, height)
-        rois.append((ax, ay, bx, by))
-    return rois
-
-
-def _span(lo: float, hi: float, size: int, min_side: int = MIN_ROI) -> tuple[int, int]:
-    """``[lo, hi)`` clipped to ``[0, size)``, grown to ``min_side`` where the frame allows (engines built for a
-    minimum blender size accept it; the mask is zero on the extra pixels, so the result is the same)."""
-    lo, hi = int(max(0, lo)), int(min(size, hi))
-    if hi <= lo:
-        return lo, hi  # nothing of the face is inside the frame
-    grow = min(min_side, size) - (hi - lo)
-    if grow > 0:
-        lo = max(0, lo - grow // 2)
-        hi = min(size, lo + min_side)
-        lo = max(0, hi - min_side)
-    return lo, hi
-
-
-def paste(work: torch.Tensor, crops01: torch.Tensor, affine: torch.Tensor, index: torch.Tensor, blender: Stage,
-          mask: torch.Tensor, mask_values: Sequence[float] | None = None) -> None:
-    """Composite each crop into ``work`` in place, one face after another, with the blender stage.
-
-    ``work`` is ``B x 3 x H x W`` float holding integer values in [0, 255];
-    ``crops01`` ``F x 3 x S x S`` in [0, 1]; ``affine`` ``F x 2 x 3`` crop -> frame
-    pixels; ``index`` the frame of each face.  The blender runs on each face's
-    region of interest only (its affine shifted by the region's offset), which
-    gives the full-frame result at a fraction of the cost; values are rounded
-    back to integers, so pixels the mask does not reach stay bit-exact.
-    """
-    h, w = work.shape[-2:]
-    rois = mask_rois(affine, crops01.shape[-1], mask_values if mask_values is not None else mask.tolist(), h, w)
-    frames = index.tolist()
-    for f, (x0, y0, x1, y1) in enumerate(rois):
-        if x1 <= x0 or y1 <= y0:
-            continue  # the face lies outside the frame
-        b = frames[f]
-        roi = work[b:b + 1, :, y0:y1, x0:x1] / 255.0
-        A = affine[f:f + 1].clone()
-        A[:, 0, 2] -= x0
-        A[:, 1, 2] -= y0
-        out = blender.run({"frame": roi, "crop": crops01[f:f + 1].contiguous(), "affine": A,
-                           "mask": mask[None]})["output"]
-        work[b, :, y0:y1, x0:x1] = (out[0].to(work.device) * 255.0).round_().clamp_(0, 255)

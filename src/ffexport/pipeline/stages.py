@@ -65,7 +65,7 @@ class Stage:
 # --- runners --------------------------------------------------------------------------------
 
 def make_runner(spec, backend: str, precision: str = "fp32", device: str = "cpu", out: str | Path = "artifacts",
-                checkpoint=None, build_missing: bool = True, say: Say = _quiet) -> Runner:
+                checkpoint=None, build_missing: bool = True, say: Say = _quiet, config_dir=None) -> Runner:
     """A runner for ``spec`` on ``backend`` at ``precision`` on ``device`` (see the module docstring)."""
     if backend not in BACKENDS:
         raise UnknownNameError("backend", backend, BACKENDS)
@@ -82,19 +82,19 @@ def make_runner(spec, backend: str, precision: str = "fp32", device: str = "cpu"
     if backend == "ort":
         from ..backends.ort import OrtRunner
 
-        path = onnx_artifact(spec, precision, out, checkpoint, build_missing, say)
+        path = onnx_artifact(spec, precision, out, checkpoint, build_missing, say, config_dir)
         return OrtRunner(path, spec=spec, device=device)
     if not device.startswith("cuda"):
         raise RuntimeUnavailableError("the TensorRT backend runs on a GPU: use --device cuda, or --backend ort/torch")
     from ..backends.trt import TrtRunner
 
-    path = engine_artifact(spec, precision, out, checkpoint, build_missing, device, say)
+    path = engine_artifact(spec, precision, out, checkpoint, build_missing, device, say, config_dir)
     return TrtRunner(path, spec=spec, device=device)
 
 
 def make_stage(spec, backend: str, precision: str = "fp32", device: str = "cpu", out: str | Path = "artifacts",
-               checkpoint=None, build_missing: bool = True, say: Say = _quiet) -> Stage:
-    runner = make_runner(spec, backend, precision, device, out, checkpoint, build_missing, say)
+               checkpoint=None, build_missing: bool = True, say: Say = _quiet, config_dir=None) -> Stage:
+    runner = make_runner(spec, backend, precision, device, out, checkpoint, build_missing, say, config_dir)
     source = str(getattr(runner, "path", "")) or (f"torch ({checkpoint})" if checkpoint else "torch (default weights)")
     runner.activate()
     return Stage(spec, runner, backend, precision, source)

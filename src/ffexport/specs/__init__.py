@@ -7,7 +7,9 @@ listing the valid ones; the CLI's choices come from the same functions.
 
 from __future__ import annotations
 
-from .base import BATCH, PRECISIONS, Gate, ModuleSpec, Preprocess, TensorSpec, Template  # noqa: F401
+import os
+
+from .base import BATCH, Gate, ModuleSpec, Preprocess, TensorSpec, Template  # noqa: F401
 from .templates import TEMPLATES  # noqa: F401
 from ..errors import UnknownNameError
 
@@ -20,6 +22,9 @@ _KIND_FILES = ("detector", "landmarker", "encoder", "generator", "enhancer", "bl
 
 
 def register(spec: ModuleSpec, default: bool = False) -> ModuleSpec:
+    """Add ``spec`` to the registry (``default``: it becomes its module's default variant).  A module
+    registered outside ffexport needs only its spec (with its ``builder``, ``feed`` and gates) and the
+    torch builder it names: export, the passes, engine builds and the benchmark then work for it."""
     variants = _REGISTRY.setdefault(spec.module, {})
     if spec.variant in variants:
         raise ValueError(f"duplicate spec {spec.key}")
@@ -37,11 +42,13 @@ def _load() -> None:
     import importlib
 
     for name in _KIND_FILES:
+        importlib.import_module(f"{__name__}.{name}")
+    # modules registered outside ffexport: FFEXPORT_SPECS=package.module[,...], each calling register()
+    for name in filter(None, (n.strip() for n in os.environ.get("FFEXPORT_SPECS", "").split(","))):
         try:
-            importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as exc:  # a kind file not written yet
-            if exc.name != f"{__name__}.{name}":
-                raise
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise UnknownNameError("FFEXPORT_SPECS module", name, [f"an importable module ({exc})"]) from None
 
 
 def modules() -> list[str]:
@@ -50,9 +57,16 @@ def modules() -> list[str]:
     return list(_REGISTRY)
 
 
-def default_pipeline_modules() -> list[str]:
-    _load()
-    return [m for m in _REGISTRY if _REGISTRY[m][_DEFAULT[m]].in_default_pipeline]
+def unregister(module: str) -> None:
+    """Remove ``module`` and its variants (a module registered for a while, by a test or a plugin)."""
+    _REGISTRY.pop(module, None)
+    _DEFAULT.pop(module, None)
+
+
+def ci_variant(module: str) -> str:
+    """The variant CI tests ``module`` with (the one whose spec says ``ci=True``), else the default."""
+    vs = variants(module)
+    return next((v for v in vs if _REGISTRY[module][v].ci), _DEFAULT[module])
 
 
 def variants(module: str) -> list[str]:

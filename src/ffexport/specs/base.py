@@ -6,12 +6,10 @@ read them; nothing guesses preprocessing or IO names from a graph.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from types import MappingProxyType
+from dataclasses import dataclass, field
 from typing import Literal, Mapping
 
 Precision = Literal["fp32", "fp16", "int8"]
-from ..vocab import PRECISIONS  # noqa: E402,F401  (one definition, re-exported for the specs)
 BATCH = "batch"
 
 
@@ -133,6 +131,12 @@ class ModuleSpec:
     in_default_pipeline: bool = True
     pretrained: bool = False  # True when the default weights are trained (shipped by a package), not seeded
     notes: str = ""
+    # how real faces become this module's inputs: a feed of ffexport.faces.feeds.FEEDS (aligned, generator,
+    # letterbox, blender, pnet, box_crop) or "package.module:function" for a module registered elsewhere
+    feed: str = "aligned"
+    full_frame: bool = False  # fed whole frames (no landmarks needed), not crops aligned by landmarks
+    ci: bool = False  # the variant CI tests this module with (the real architecture at its smallest size)
+    quantizable: bool = True  # False: no weights INT8 makes cheaper (its int8.onnx is its FP32 graph)
 
     @property
     def key(self) -> str:
@@ -156,11 +160,13 @@ class ModuleSpec:
                 return t
         raise KeyError(name)
 
+    def stage_precision(self, precision: str) -> str:
+        """The precision this module runs at in a pipeline asked for ``precision``: a module with nothing to
+        quantise runs its FP32 artifact when INT8 is asked for."""
+        return "fp32" if precision == "int8" and not self.quantizable else precision
+
     def gates_for(self, precision: str) -> tuple[Gate, ...]:
         return tuple(self.gates.get(precision, ()))
-
-    def with_overrides(self, **kw) -> "ModuleSpec":
-        return replace(self, **kw)
 
     def contract(self) -> dict:
         """The IO contract as recorded in manifests and checked by the pipeline."""
@@ -175,6 +181,3 @@ class ModuleSpec:
             "output_semantics": self.output_semantics,
         }
 
-
-def frozen_map(d: Mapping | None = None) -> Mapping:
-    return MappingProxyType(dict(d or {}))

@@ -9,6 +9,9 @@ from . import register
 BLENDER = register(ModuleSpec(
     module="blender",
     variant="box-feather",
+    feed="blender",
+    ci=True,
+    quantizable=False,
     summary="inverse affine warp (grid_sample) of the crop into the frame, feathered box mask, alpha composite",
     inputs=(
         TensorSpec("frame", (BATCH, 3, "height", "width"), value_range=(0.0, 1.0),

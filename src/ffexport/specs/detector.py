@@ -29,6 +29,9 @@ _outputs = tuple(
 RETINAFACE = register(ModuleSpec(
     module="detector",
     variant="retinaface-mnet025",
+    feed="letterbox",
+    full_frame=True,
+    ci=True,
     summary="RetinaFace, MobileNet-0.25 backbone, FPN, SSH context heads; 2 anchors per location, strides 8/16/32",
     inputs=(TensorSpec("input", (BATCH, 3, INPUT, INPUT), value_range=(-1.0, 1.0),
                        doc="letterboxed 640x640 BGR frame, (x - 127.5) / 128"),),

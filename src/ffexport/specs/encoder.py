@@ -32,6 +32,6 @@ IRESNET50 = register(ModuleSpec(
     notes="parameter names follow insightface arcface_torch iresnet (conv1, bn1, prelu, layer1-4, bn2, fc, features)",
 ), default=True)
 
-register(replace(IRESNET50, variant="iresnet18", summary="ArcFace iResNet-18", builder_kwargs={"layers": (2, 2, 2, 2)}))
+register(replace(IRESNET50, variant="iresnet18", ci=True, summary="ArcFace iResNet-18", builder_kwargs={"layers": (2, 2, 2, 2)}))
 register(replace(IRESNET50, variant="iresnet34", summary="ArcFace iResNet-34", builder_kwargs={"layers": (3, 4, 6, 3)}))
 register(replace(IRESNET50, variant="iresnet100", summary="ArcFace iResNet-100", builder_kwargs={"layers": (3, 13, 30, 3)}))

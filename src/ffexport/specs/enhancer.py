@@ -29,5 +29,5 @@ GFPGAN = register(ModuleSpec(
     notes="parameter names follow GFPGANv1Clean (conv_body_first, conv_body_down, final_linear, stylegan_decoder, condition_scale/shift)",
 ), default=True)
 
-register(replace(GFPGAN, variant="gfpgan-lite", summary="GFPGAN-style restorer at a quarter of the channels (small, for CI and mobile)",
+register(replace(GFPGAN, variant="gfpgan-lite", ci=True, summary="GFPGAN-style restorer at a quarter of the channels (small, for CI and mobile)",
                  builder_kwargs={"channel_multiplier": 0.5, "size": 512, "narrow": 0.25}))

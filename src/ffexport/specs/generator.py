@@ -24,6 +24,7 @@ _in128, _out128 = _io(128)
 INSWAPPER = register(ModuleSpec(
     module="generator",
     variant="inswapper-128",
+    feed="generator",
     summary="inswapper-style 128 swapper: conv encoder, 6 AdaIN style blocks driven by the source latent, upsampling decoder",
     inputs=_in128,
     outputs=_out128,
@@ -51,6 +52,7 @@ SIMSWAP = register(replace(
 register(replace(
     SIMSWAP,
     variant="simswap-256-lite",
+    ci=True,
     summary="SimSwap 256 lite: depthwise-separable decoder blocks with channel + spatial attention",
     builder_kwargs={"arch": "simswap", "size": 256, "lite": True, "width": 32},
     notes="lightweight: half-width stem (32), depthwise-separable decoder with channel + spatial attention; "

@@ -38,5 +38,5 @@ FAN4 = register(ModuleSpec(
 ), default=True)
 
 register(replace(FAN4, variant="2dfan2", summary="2DFAN-2: 2 stacked hourglasses", builder_kwargs={"num_modules": 2}))
-register(replace(FAN4, variant="2dfan1", summary="2DFAN-1: 1 hourglass (small, for CI and mobile)",
+register(replace(FAN4, variant="2dfan1", ci=True, summary="2DFAN-1: 1 hourglass (small, for CI and mobile)",
                  builder_kwargs={"num_modules": 1}))

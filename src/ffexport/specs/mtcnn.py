@@ -44,6 +44,9 @@ _COMMON = dict(
 PNET = register(ModuleSpec(
     module="mtcnn_pnet",
     variant="facenet-pytorch",
+    feed="pnet",
+    full_frame=True,
+    ci=True,
     summary="MTCNN P-Net: fully convolutional proposal net, one 12x12 window per 2 input pixels",
     inputs=(TensorSpec("input", (BATCH, 3, "height", "width"), value_range=(-1.0, 1.0),
                        doc="one pyramid level of the RGB frame, (x - 127.5) / 128", example=PNET_EXAMPLE),),
@@ -63,6 +66,8 @@ PNET = register(ModuleSpec(
 RNET = register(ModuleSpec(
     module="mtcnn_rnet",
     variant="facenet-pytorch",
+    feed="box_crop",
+    ci=True,
     summary="MTCNN R-Net: refines and rescores P-Net candidates on 24x24 crops",
     inputs=(TensorSpec("input", (BATCH, 3, 24, 24), value_range=(-1.0, 1.0),
                        doc="24x24 RGB crop of a square candidate box, (x - 127.5) / 128"),),
@@ -79,6 +84,8 @@ RNET = register(ModuleSpec(
 ONET = register(ModuleSpec(
     module="mtcnn_onet",
     variant="facenet-pytorch",
+    feed="box_crop",
+    ci=True,
     summary="MTCNN O-Net: final score, box refinement and 5 landmarks on 48x48 crops",
     inputs=(TensorSpec("input", (BATCH, 3, 48, 48), value_range=(-1.0, 1.0),
                        doc="48x48 RGB crop of a square candidate box, (x - 127.5) / 128"),),

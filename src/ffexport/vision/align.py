@@ -37,11 +37,6 @@ def to_tensor_image(image, device: torch.device | str | None = None) -> torch.Te
     return t.to(device=device).permute(0, 3, 1, 2).float().contiguous()
 
 
-def to_float01(image, device: torch.device | str | None = None) -> torch.Tensor:
-    """Like :func:`to_tensor_image`, scaled to [0, 1]."""
-    return to_tensor_image(image, device) / 255.0
-
-
 def to_uint8_hwc(images: torch.Tensor, scale: float = 1.0) -> np.ndarray:
     """``B x 3 x H x W`` (or ``3 x H x W``) float -> uint8 ``B x H x W x 3`` (or ``H x W x 3``); ``scale``
     maps the tensor's range to [0, 255] (1 for [0, 255] images, 255 for [0, 1])."""

@@ -1,0 +1,205 @@
+"""``ffexport bench`` on this CPU machine: the report's schema, one process per row, honest not-runnable rows,
+the time budget, and a tiny end-to-end run with the naive baseline beside the reference pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from ffexport.bench.report import MODULE_COLUMNS, PIPELINE_COLUMNS, speedups
+from ffexport.bench.plan import Settings, parse_backends, plan_rows
+from ffexport.bench.sweep import run_bench
+from ffexport.bench.timing import percentile, stats
+from conftest import REPO
+
+CALIB = REPO / "calibration"
+PNG = b"\x89PNG\r\n\x1a\n"
+NUMBERS = ("latency_ms", "wall_ms", "fps", "memory", "parity", "iters")
+
+
+@pytest.fixture(scope="module")
+def bench_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("bench")
+
+
+@pytest.fixture(scope="module")
+def module_run(bench_dir):
+    """MTCNN's R-Net (trained, small) on torch, onnxruntime and TensorRT through the CLI, each row in a new interpreter."""
+    from ffexport.cli.main import main
+
+    out = bench_dir / "modules"
+    rc = main(["bench", "--modules", "mtcnn_rnet", "--backends", "torch,ort,trt",
+               "--precisions", "fp32", "--iters", "3", "--warmup", "1", "--rotate", "2", "--calib", str(CALIB),
+               "--out", str(bench_dir / "artifacts"), "--report", str(out), "--isolation", "subprocess"])
+    assert rc == 0
+    return json.loads((out / "results.json").read_text()), out
+
+
+def _row(res, **match):
+    hits = [r for r in res["rows"] if all(r.get(k) == v for k, v in match.items())]
+    assert len(hits) == 1, (match, [(r["backend"], r["precision"]) for r in res["rows"]])
+    return hits[0]
+
+
+def test_results_json_schema(module_run):
+    res, out = module_run
+    assert res["schema"] == "ffexport-bench/1" and res["complete"] is True
+    assert res["host"].startswith("cpu-")
+    env = res["environment"]
+    for key in ("cpu", "python", "platform", "torch", "onnxruntime", "tensorrt", "versions"):
+        assert key in env, key
+    assert env["torch"]["version"] and env["onnxruntime"]["version"]
+    settings = res["settings"]
+    for key in ("git_commit", "command", "date_utc", "tf32", "device_resolved", "iters", "warmup", "rotate"):
+        assert key in settings, key
+    assert settings["command"].startswith("ffexport bench") and "--modules mtcnn_rnet" in settings["command"]
+    assert settings["git_commit"] != ""
+    for backend in ("torch", "ort"):
+        r = _row(res, kind="module", backend=backend, precision="fp32")
+        assert r["status"] == "ok", r.get("reason")
+        lat = r["latency_ms"]
+        assert lat["n"] == 3 and 0 < lat["min"] <= lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+        assert r["fps"] > 0 and r["timer"] == "perf_counter" and r["rotated_inputs"] == 2
+        assert r["load_s"] >= 0 and r["memory"]["host_peak_rss_mb"] > 0
+        assert r["memory"]["vram_mb"] is None  # a CPU row has no device memory, and says so
+        assert r["parity"]["passed"] and r["parity"]["summary"].startswith("PASS rel_err=")
+    ort = _row(res, kind="module", backend="ort", precision="fp32")
+    assert ort["artifact"]["path"].endswith("fp32.sim.onnx") and ort["providers"] == ["CPUExecutionProvider"]
+    assert sorted(res["files"]) == sorted(str(out / f) for f in ("results.json", "results.md", "latency_b1.png"))
+
+
+def test_results_md_columns_and_plot(module_run):
+    res, out = module_run
+    md = (out / "results.md").read_text()
+    lines = md.splitlines()
+    header = "| " + " | ".join(MODULE_COLUMNS) + " |"
+    assert header == "| module | backend | precision | batch | latency p50 ms | p95 | FPS | VRAM MB | parity |"
+    assert header in lines
+    body = lines[lines.index(header) + 2:]
+    table = [ln for ln in body[:len(res["rows"])] if ln.startswith("| mtcnn_rnet")]
+    assert len(table) == len(res["rows"]) == 3
+    for ln in table:
+        assert len(ln.strip("|").split("|")) == len(MODULE_COLUMNS)
+    assert "VRAM MB" in md and "CPU rows use no device memory" in md
+    png = out / "latency_b1.png"
+    assert png.read_bytes()[:8] == PNG and png.stat().st_size > 5000
+
+
+def test_each_row_ran_in_a_process_of_its_own(module_run):
+    res, _ = module_run
+    measured = [r for r in res["rows"] if r["status"] == "ok"]
+    pids = [r["pid"] for r in measured] + [p["pid"] for p in res["prepared"].values()]
+    assert len(measured) == 2 and len(set(pids)) == len(pids)
+    assert os.getpid() not in pids
+
+
+def test_trt_without_a_gpu_is_a_row_with_its_reason(module_run):
+    res, out = module_run
+    r = _row(res, kind="module", backend="trt")
+    assert r["status"] == "not_runnable" and r["device"] == "cuda"
+    assert "no CUDA GPU" in r["reason"]
+    assert not any(k in r for k in NUMBERS)
+    md = (out / "results.md").read_text()
+    line = next(ln for ln in md.splitlines() if ln.startswith("| mtcnn_rnet") and "| trt (cuda) |" in ln)
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[4:8] == ["–"] * 4 and "no CUDA GPU" in cells[8]
+
+
+def test_torch_int8_and_time_budget_rows(bench_dir):
+    res = run_bench(Settings(modules=["encoder"], variants={"encoder": "iresnet18"}, backends="torch",
+                             precisions=["int8", "fp32"], calib=str(CALIB), out=str(bench_dir / "artifacts"),
+                             report=str(bench_dir / "budget"), deadline=0.01, iters=3, warmup=1))
+    int8 = _row(res, kind="module", precision="int8")
+    assert int8["status"] == "not_runnable" and "torch backend runs fp32 and fp16" in int8["reason"]
+    fp32 = _row(res, kind="module", precision="fp32")
+    assert fp32["status"] in ("skipped", "no_artifact") and "time budget" in fp32["reason"]
+    for r in (int8, fp32):
+        assert not any(k in r for k in NUMBERS)
+    assert "time budget" in (bench_dir / "budget" / "results.md").read_text()
+
+
+def test_pipeline_bench_beside_the_naive_baseline(bench_dir):
+    """Reference pipeline and naive baseline on the same tiny frames, decode/encode included; ratio reported."""
+    out = bench_dir / "pipeline"
+    res = run_bench(Settings(modules=[], backends="torch", precisions=["fp32"], pipeline=True, resolution="320x180",
+                             frames=2, naive_frames=1, faces=1, enhance=False, warmup=1,
+                             variants={"encoder": "iresnet18", "generator": "simswap-256-lite"}, calib=str(CALIB),
+                             out=str(bench_dir / "artifacts"), report=str(out)))
+    ref = _row(res, kind="pipeline", pipeline="reference")
+    naive = _row(res, kind="pipeline", pipeline="naive")
+    for r in (ref, naive):
+        assert r["status"] == "ok", r.get("reason")
+        assert r["fps"] > 0 and r["frame_latency_ms"]["n"] == r["frames"]
+        assert r["faces_swapped_per_frame"] >= 1  # the frames hold a real face and both pipelines find it
+        assert r["stages_ms"]["detect"] > 0 and r["stages_ms"]["swap"] > 0
+    assert ref["frames"] == 2 and naive["frames"] == 1
+    assert ref["stages_ms"]["encode"] == 0.0 and naive["stages_ms"]["encode"] > 0  # cached vs recomputed per face
+    assert "transfer" in ref["stages_ms"] and "transfer" not in naive["stages_ms"]
+    assert ref["video"]["status"] == "ok" and ref["video"]["frames"] == 2 and ref["video"]["fps"] > 0
+    assert ref["pid"] != naive["pid"]
+    ratio = speedups(res)[("torch", "cpu", "fp32")]
+    assert ratio == pytest.approx(ref["fps"] / naive["fps"], rel=0.02)
+    md = (out / "results.md").read_text()
+    assert "| " + " | ".join(PIPELINE_COLUMNS) + " |" in md and f"{ratio:.2f}x" in md
+    for name in ("pipeline_fps.png", "pipeline_stages.png"):
+        assert (out / name).read_bytes()[:8] == PNG
+
+
+def test_timing_statistics_and_backend_names():
+    xs = [5.0, 1.0, 3.0, 2.0, 4.0]
+    s = stats(xs)
+    assert s["n"] == 5 and s["mean"] == 3.0 and s["p50"] == 3.0 and s["min"] == 1.0 and s["max"] == 5.0
+    assert s["p95"] == pytest.approx(4.8) and percentile(sorted(xs), 99) == pytest.approx(4.96)
+    got = parse_backends("torch,ort,trt,ort:cpu", "cpu")
+    assert [(b.name, b.device) for b in got] == [("torch", "cpu"), ("ort", "cpu"), ("trt", "cuda")]
+    with pytest.raises(Exception, match="unknown backend"):
+        parse_backends("onnx", "cpu")
+
+
+def test_gpu_plan_rows_reasons_and_order():
+    """What a GPU machine's sweep plans (no GPU needed: the machine's facts are given)."""
+    settings = Settings(modules=["detector", "encoder"], backends="torch,ort,trt,ort:cpu",
+                        precisions=["fp32", "fp16", "int8"], batches=[1, 8], cpu_batches=[1],
+                        cpu_precisions=["fp32", "int8"], pipeline=True)
+    env = {"torch": {"version": "2.11.0+cu130", "cuda": True},
+           "onnxruntime": {"version": "1.31.1", "providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]},
+           "tensorrt": {"ok": False, "reason": "TensorRT-RTX 1.7 does not support compute capability 9.0"}}
+    rows = plan_rows(settings, env, "cuda")
+    mods = [r for r in rows if r["kind"] == "module"]
+    # 2 modules x (3 GPU backends x 3 precisions x 2 batches + ort:cpu x 2 precisions x 1 batch)
+    assert len(mods) == 2 * (3 * 3 * 2 + 2)
+    cpu = [r for r in mods if r["device"] == "cpu"]
+    assert {(r["precision"], r["batch"]) for r in cpu} == {("fp32", 1), ("int8", 1)}
+    for r in rows:
+        if r["backend"] == "trt":
+            assert r["status"] == "not_runnable" and "compute capability 9.0" in r["reason"]
+        elif r["backend"] == "torch" and r["precision"] == "int8":
+            assert r["status"] == "not_runnable"
+        else:
+            assert r["status"] == "pending", r
+    pipes = [r for r in rows if r["kind"] == "pipeline"]
+    assert {r["device"] for r in pipes} == {"cuda"} and len(pipes) == 3 * 3 * 2
+    # batch-1 GPU rows first, then the pipeline, then batch 8, then the CPU rows
+    tiers = [0 if r["kind"] == "module" and r["batch"] == 1 and r["device"] == "cuda" else
+             1 if r["kind"] == "pipeline" else 2 if r["device"] == "cuda" else 3 for r in rows]
+    assert tiers == sorted(tiers)
+    assert [r["pipeline"] for r in pipes[:2]] == ["reference", "naive"]
+    # the detector's engine profile ends at batch 4 (configs/detector.yaml): its batch-8 TensorRT rows say so
+    env["tensorrt"] = {"ok": True, "reason": "TensorRT 10.x on NVIDIA H100"}
+    det8 = [r for r in plan_rows(settings, env, "cuda") if r.get("module") == "detector" and r["backend"] == "trt" and r["batch"] == 8]
+    assert det8 and all("batch profile ends at 4" in r["reason"] for r in det8)
+
+
+def test_pool_stops_workers_at_their_timeout_and_on_exit(tmp_path):
+    """A worker past its timeout is asked to stop (SIGTERM), then killed; leaving the pool stops the rest."""
+    from ffexport.bench.pool import Pool
+
+    with Pool(tmp_path, tmp_path / "bench.log", "subprocess", grace=2.0) as pool:
+        res = pool.run({"kind": "env", "device": "cpu"}, "env-late", timeout=0.01)
+        assert res["status"] == "failed" and "timed out" in res["reason"]
+        job = pool.start({"kind": "env", "device": "cpu"}, "env-left", timeout=600)
+    assert not pool.live and job.proc.poll() is not None and job.result is None
+    assert "===== env-late" in (tmp_path / "bench.log").read_text()

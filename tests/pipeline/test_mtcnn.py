@@ -1,0 +1,229 @@
+"""MTCNN: trained nets (facenet-pytorch weights), their specs, the cascade on real photos, and the pipeline's
+MTCNN detector on stages."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from ffexport import specs
+from ffexport.errors import MissingDependencyError
+from ffexport.models import build_model
+from ffexport.vision.align import to_tensor_image
+from ffexport.pipeline.mtcnn import MTCNNDetector, TorchNet
+from ffexport.vision.mtcnn import batched_nms, crop_boxes, square
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("facenet_pytorch") is None,
+                                reason="facenet-pytorch (MTCNN's trained weights) is not installed")
+
+MODULES = ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet")
+
+# facenet-pytorch 2.6.0's own detect_face() on skimage.data.astronaut() with the same weights
+# (min face 20, factor 0.709, thresholds 0.6/0.7/0.7): box and the 5 points.  Our cascade samples
+# crops differently (zero-padded bilinear with area-like supersampling instead of clipped
+# slices + area resize), so agreement is within a few pixels, not exact.
+FACENET_ASTRONAUT_BOX = (181.1, 62.2, 267.7, 172.1)
+FACENET_ASTRONAUT_POINTS = ((205.0, 101.7), (246.8, 103.7), (224.7, 129.0), (201.7, 139.2), (245.3, 141.9))
+
+
+@pytest.fixture(scope="module")
+def detector() -> MTCNNDetector:
+    return MTCNNDetector.from_torch("cpu")
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> torch.Tensor:
+    from skimage import data
+
+    return to_tensor_image(data.astronaut())
+
+
+def test_specs_registered_with_raw_gates_and_trained_builder():
+    for module in MODULES:
+        spec = specs.get(module)
+        assert spec.task == "raw" and spec.gates["fp32"][0].metric == "rel_err"
+        assert spec.builder == "ffexport.models.mtcnn:build" and spec.preprocess.describe() == "RGB, (x - 127.5) / 128"
+        assert "TRAINED" in spec.notes
+    assert specs.get("mtcnn_onet").output_names == ["prob", "reg", "landmarks"]
+    assert specs.get("mtcnn_pnet").input("input").shape == ("batch", 3, "height", "width")
+
+
+def test_nets_load_the_wheel_weights_strictly_with_facenet_names():
+    from ffexport.models.mtcnn import facenet_weights_path
+
+    for module in MODULES:
+        spec = specs.get(module)
+        trained = build_model(spec)
+        ref = torch.load(facenet_weights_path(spec.builder_kwargs["net"]), weights_only=True)
+        own = trained.state_dict()
+        assert list(own) == list(ref)
+        assert all(torch.equal(own[k], ref[k]) for k in ref)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_outputs_match_the_spec_shapes(module):
+    spec = specs.get(module)
+    model = build_model(spec)
+    x = torch.rand(spec.input("input").concrete(2)) * 2 - 1
+    with torch.inference_mode():
+        out = model(x)
+    assert [tuple(o.shape) for o in out] == [t.concrete(2) for t in spec.outputs]
+    prob = out[0]
+    assert torch.allclose(prob.sum(1), torch.ones_like(prob.sum(1)), atol=1e-5)
+
+
+def test_pnet_exports_with_dynamic_spatial_axes(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    spec = specs.get("mtcnn_pnet")
+    model = build_model(spec)
+    path = tmp_path / "pnet.onnx"
+    torch.onnx.export(model, (torch.rand(1, 3, 240, 320),), str(path), input_names=spec.input_names,
+                      output_names=spec.output_names, dynamic_axes=spec.dynamic_axes, opset_version=17, dynamo=False)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for shape in [(1, 3, 240, 320), (3, 3, 97, 131)]:
+        x = torch.rand(shape) * 2 - 1
+        with torch.inference_mode():
+            ref = model(x)
+        got = sess.run(None, {"input": x.numpy()})
+        for r, g in zip(ref, got):
+            assert r.shape == g.shape
+            assert np.abs(r.numpy() - g).max() < 1e-4
+
+
+def test_missing_facenet_pytorch_is_one_line_with_install_hint(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "facenet_pytorch" else real(name, *a))
+    with pytest.raises(MissingDependencyError, match=r"pip install --no-deps facenet-pytorch==2\.6\.0") as err:
+        build_model(specs.get("mtcnn_rnet"))
+    assert "\n" not in str(err.value)
+    from ffexport.models.mtcnn import build
+
+    seeded = build(specs.get("mtcnn_rnet"), net="rnet", weights="seeded")  # needs no wheel
+    assert sum(p.numel() for p in seeded.parameters()) > 0
+
+
+def test_astronaut_one_face_matching_facenet_pytorch(detector, astronaut):
+    (boxes, points, scores), = detector.detect(astronaut)
+    assert boxes.shape == (1, 4) and points.shape == (1, 5, 2) and scores.shape == (1,)
+    assert scores[0] > 0.99
+    box, pts = boxes[0], points[0]
+    assert (box - torch.tensor(FACENET_ASTRONAUT_BOX)).abs().max() < 4.0
+    assert (pts - torch.tensor(FACENET_ASTRONAUT_POINTS)).norm(dim=-1).max() < 3.0
+    le, re, nose, lm, rm = pts
+    assert le[0] < re[0] and lm[0] < rm[0]                     # left (image) before right
+    assert max(le[1], re[1]) < nose[1] < min(lm[1], rm[1])     # eyes above nose above mouth
+    assert ((pts >= box[:2]) & (pts <= box[2:])).all()         # points inside the face box
+
+
+def test_batch_of_frames_and_mirror_symmetry(detector, astronaut):
+    flipped = astronaut.flip(-1)
+    blank = torch.full_like(astronaut, 128.0)
+    res = detector.detect(torch.cat([astronaut, flipped, blank]))
+    assert [r[0].shape[0] for r in res] == [1, 1, 0]
+    assert res[2][1].shape == (0, 5, 2) and res[2][2].shape == (0,)
+    w = astronaut.shape[-1]
+    b0, b1 = res[0][0][0], res[1][0][0]
+    mirrored = torch.stack([w - b1[2], b1[1], w - b1[0], b1[3]])
+    assert (b0 - mirrored).abs().max() < 6.0
+
+
+def test_bounded_batch_runner_gives_the_same_faces(detector, astronaut):
+    small = MTCNNDetector(detector.pnet, detector.rnet, detector.onet, max_batch=3)
+    a, b = detector.detect(astronaut)[0], small.detect(astronaut)[0]
+    assert torch.allclose(a[0], b[0], atol=1e-3) and torch.allclose(a[1], b[1], atol=1e-3)
+
+
+def test_padded_batches_give_the_same_faces_and_only_bucket_sizes(detector, astronaut):
+    """R-/O-Net batches padded to powers of two (for runners that re-plan per shape): same faces."""
+    seen = {"rnet": set(), "onet": set()}
+
+    def spy(net, name):
+        def call(feeds):
+            seen[name].add(feeds["input"].shape[0])
+            return net(feeds)
+        return call
+
+    padded = MTCNNDetector(detector.pnet, spy(detector.rnet, "rnet"), spy(detector.onet, "onet"), pad_batches=True)
+    frames = torch.cat([astronaut, astronaut.flip(-1)])
+    for (a_box, a_pts, a_s), (b_box, b_pts, b_s) in zip(detector.detect(frames), padded.detect(frames)):
+        assert a_box.shape == b_box.shape == (1, 4)
+        assert torch.allclose(a_box, b_box, atol=1e-4) and torch.allclose(a_pts, b_pts, atol=1e-4)
+        assert torch.allclose(a_s, b_s, atol=1e-6)
+    sizes = seen["rnet"] | seen["onet"]
+    assert sizes and all(n >= 16 and n & (n - 1) == 0 for n in sizes), sizes
+    capped = MTCNNDetector(detector.pnet, detector.rnet, detector.onet, pad_batches=True, max_batch=12)
+    c = capped.detect(astronaut)[0]
+    assert torch.allclose(c[0], detector.detect(astronaut)[0][0], atol=1e-4)
+
+
+def test_bucket_sizes():
+    from ffexport.vision.mtcnn import bucket
+
+    assert [bucket(n) for n in (1, 16, 17, 100, 4096)] == [16, 16, 32, 128, 4096]
+    assert bucket(5, cap=8) == 8 and bucket(8, cap=8) == 8 and bucket(3, cap=32) == 16
+
+
+def test_crop_boxes_pixel_convention():
+    img = torch.arange(2 * 3 * 60 * 80, dtype=torch.float32).reshape(2, 3, 60, 80)
+    boxes = torch.tensor([[10.0, 5.0, 34.0, 29.0], [0.0, 0.0, 24.0, 24.0]])
+    crops = crop_boxes(img, boxes, 24, torch.tensor([0, 1]))
+    assert torch.allclose(crops[0], img[0, :, 5:29, 10:34], atol=1e-2)   # a box of the output's size is a slice
+    assert torch.allclose(crops[1], img[1, :, 0:24, 0:24], atol=1e-2)
+    big = crop_boxes(img, torch.tensor([[-10.0, -10.0, 38.0, 38.0]]), 24)  # half-outside: zeros, pooled 2x2
+    assert big[0, :, :5, :5].abs().max() == 0 and big[0, :, 10:, 10:].min() > 0
+    assert torch.allclose(square(torch.tensor([[0.0, 0.0, 10.0, 20.0]])), torch.tensor([[-5.0, 0.0, 15.0, 20.0]]))
+
+
+def test_batched_nms_keeps_images_apart_and_supports_min_overlap():
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [0, 0, 10, 10], [2, 2, 6, 6]], dtype=torch.float32)
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    keep = batched_nms(boxes, scores, torch.tensor([0, 0, 1, 1]), 0.5)
+    assert keep.tolist() == [0, 2, 3]  # box 1 overlaps box 0 in image 0; image 1's boxes stay
+    keep_min = batched_nms(boxes, scores, torch.tensor([0, 0, 1, 1]), 0.7, mode="min")
+    assert keep_min.tolist() == [0, 2]  # box 3 lies inside box 2: intersection / smaller area = 1
+
+
+def test_torchnet_adapter_names_outputs():
+    spec = specs.get("mtcnn_onet")
+    net = TorchNet(build_model(spec))  # names from the module itself
+    out = net({"input": torch.zeros(2, 3, 48, 48)})
+    assert list(out) == ["prob", "reg", "landmarks"] and out["landmarks"].shape == (2, 10)
+    assert TorchNet(build_model(spec), spec.output_names).output_names == spec.output_names
+    with pytest.raises(ValueError, match="output_names"):
+        TorchNet(torch.nn.Identity())
+
+
+def test_scales_pyramid():
+    d = MTCNNDetector(None, None, None, min_face=20, factor=0.709)
+    s = d.scales(480, 640)
+    assert s[0] == pytest.approx(0.6) and all(b / a == pytest.approx(0.709) for a, b in zip(s, s[1:]))
+    assert 480 * s[-1] >= 12 > 480 * s[-1] * 0.709
+    with pytest.raises(ValueError):
+        MTCNNDetector(None, None, None, factor=1.2)
+
+
+def test_pipeline_detector_reports_pixel_centres_and_detects_large_frames_on_a_scaled_copy(detector, astronaut):
+    """The pipeline's MTCNN (the Detector protocol) on stages: the cascade's faces with pixel centres at integers,
+    and a frame over ``max_side`` detected on a scaled copy, mapped back to the frame."""
+    import torch.nn.functional as F
+
+    from ffexport.pipeline.detectors import MTCNN_MODULES, make_detector
+    from ffexport.pipeline.stages import make_stage
+
+    stages = {m: make_stage(specs.get(m), "torch") for m in MTCNN_MODULES}
+    try:
+        det = make_detector("mtcnn", stages, max_side=512)
+        (boxes, points, scores), = det.detect(astronaut)  # 512 x 512: detected as it is
+        (c_boxes, c_points, c_scores), = detector.detect(astronaut)
+        assert torch.allclose(boxes, c_boxes - 0.5, atol=1e-4) and torch.allclose(points, c_points - 0.5, atol=1e-4)
+        assert torch.allclose(scores, c_scores)
+        big = F.interpolate(astronaut, scale_factor=2, mode="bilinear", align_corners=False)  # detected at 512
+        (b_boxes, b_points, _), = det.detect(big)
+        assert b_boxes.shape == (1, 4)
+        assert (b_points[0] - (2 * points[0] + 0.5)).norm(dim=-1).max() < 3.0  # frame pixel x -> 2 x + 0.5
+    finally:
+        for s in stages.values():
+            s.close()

@@ -1,0 +1,314 @@
+"""Pipeline building blocks: Poisson solve, ROI paste == full-frame paste, detectors, contract checks, media errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from ffexport import specs
+from ffexport.errors import ArtifactError, MediaError, RuntimeUnavailableError
+
+from helpers.media import astronaut, make_video
+
+
+# --- Poisson ------------------------------------------------------------------------------
+
+def test_dst_solver_is_exact_on_harmonic_and_random_borders():
+    from ffexport.pipeline.poisson import solve_laplace_dirichlet
+
+    yy, xx = torch.meshgrid(torch.arange(17.0), torch.arange(23.0), indexing="ij")
+    linear = (2 * xx - 3 * yy + 1)[None].double()  # harmonic: must be reproduced from its border alone
+    border = linear.clone()
+    border[..., 1:-1, 1:-1] = 1e6  # interior values must be ignored
+    assert torch.allclose(solve_laplace_dirichlet(border), linear, atol=1e-9)
+    b = torch.randn(2, 3, 12, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    u = solve_laplace_dirichlet(b)
+    lap = u[..., :-2, 1:-1] + u[..., 2:, 1:-1] + u[..., 1:-1, :-2] + u[..., 1:-1, 2:] - 4 * u[..., 1:-1, 1:-1]
+    assert lap.abs().max() < 1e-10
+    for ring in (u[..., 0, :] - b[..., 0, :], u[..., -1, :] - b[..., -1, :], u[..., :, 0] - b[..., :, 0]):
+        assert ring.abs().max() == 0
+
+
+def test_poisson_blend_takes_colour_from_the_target_and_detail_from_the_crop():
+    from ffexport.pipeline.poisson import poisson_blend
+
+    rng = torch.Generator().manual_seed(1)
+    target = torch.rand(2, 3, 64, 64, generator=rng)
+    # a crop with the target's detail but a colour cast: gradient-domain blending removes the cast
+    cast = target + torch.tensor([0.2, -0.1, 0.05]).view(1, 3, 1, 1)
+    assert (poisson_blend(cast, target) - target).abs().max() < 1e-5
+    other = torch.rand(2, 3, 64, 64, generator=rng)
+    out = poisson_blend(other, target)
+    assert torch.equal(out[..., 0, :], target[..., 0, :]) or (out[..., 0, :] - target[..., 0, :]).abs().max() < 1e-5
+    gx = lambda t: t[..., 1:-1, 2:] - t[..., 1:-1, 1:-1]  # noqa: E731
+    assert (gx(out) - gx(other)).abs().mean() < (gx(target) - gx(other)).abs().mean() / 2
+
+
+# --- paste back on a region of interest ----------------------------------------------------
+
+def test_roi_paste_equals_full_frame_blend():
+    """The pipeline blends on the face's region only: it must equal the blender on the whole frame."""
+    from ffexport.backends.torch import TorchRunner
+    from ffexport.models import build_model
+    from ffexport.vision import align
+    from ffexport.pipeline.paste import paste
+    from ffexport.pipeline.stages import Stage
+
+    blender_spec = specs.get("blender")
+    model = build_model(blender_spec)
+    blender = Stage(blender_spec, TorchRunner(model, spec=blender_spec), "torch", "fp32")
+    mask = torch.tensor([0.3, 0.05, 0.1, 0.0, 0.1])
+    frame = torch.from_numpy(astronaut()).permute(2, 0, 1)[None].float()
+    kps = torch.tensor([[[203.0, 101.0], [246.0, 103.0], [224.0, 129.0], [202.0, 139.0], [245.0, 141.0]],
+                        [[403.0, 401.0], [446.0, 395.0], [424.0, 429.0], [402.0, 439.0], [445.0, 441.0]]])
+    index = torch.zeros(2, dtype=torch.long)
+    _, M = align.align_crop(frame, kps, specs.get("generator").template, 128, image_index=index)
+    crops = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    affine = align.invert_affine(M.double()).float()
+    work = frame.clone()
+    paste(work, crops, affine, index, blender, mask)
+    full = frame / 255.0
+    for f in range(2):  # faces composite one after the other
+        full = model(full, crops[f:f + 1], affine[f:f + 1], mask[None])
+    expected = (full * 255).round().clamp(0, 255)
+    assert (work - expected).abs().max() <= 1.0  # float rounding of the ROI offset can flip a .5
+    assert (work != expected).float().mean() < 1e-3
+    changed = (work != frame).any(1)[0]
+    assert changed.sum() > 1000  # both faces were pasted
+
+
+def test_rois_cover_the_mask_and_respect_the_minimum_size():
+    from ffexport.models.blender import box_mask, warp_crop
+    from ffexport.pipeline.paste import MIN_ROI, mask_rois
+
+    mask = (0.3, 0.1, 0.0, 0.05, 0.0)
+    # a tiny face near the border, a large rotated one, one half outside the frame, one fully outside
+    affine = torch.tensor([[[0.2, 0.0, 2.0], [0.0, 0.2, 3.0]],
+                           [[1.5, -0.4, 80.0], [0.4, 1.5, 40.0]],
+                           [[1.0, 0.0, -60.0], [0.0, 1.0, 150.0]],
+                           [[1.0, 0.0, 900.0], [0.0, 1.0, 900.0]]])
+    h, w = 300, 400
+    rois = mask_rois(affine, 128, mask, h, w)
+    _, xc, yc = warp_crop(torch.zeros(4, 3, 128, 128), affine, h, w)
+    m = box_mask(xc, yc, 128, 128, torch.tensor([mask] * 4))
+    for f, (x0, y0, x1, y1) in enumerate(rois[:3]):
+        assert x1 - x0 >= MIN_ROI and y1 - y0 >= MIN_ROI and 0 <= x0 and x1 <= w and 0 <= y0 and y1 <= h
+        inside = torch.zeros(h, w, dtype=torch.bool)
+        inside[y0:y1, x0:x1] = True
+        assert m[f][~inside].max() == 0 and m[f][inside].max() > 0
+    x0, y0, x1, y1 = rois[3]
+    assert x1 <= x0 or y1 <= y0  # outside the frame: nothing to paste
+
+
+# --- detectors ----------------------------------------------------------------------------
+
+def test_retinaface_answers_the_detector_protocol_in_frame_pixels():
+    """RetinaFace on a stage the caller built: per frame boxes (N, 4), 5 points (N, 5, 2), scores (N,), best first,
+    in frame pixels: the canvas decoding (seeded weights: a low threshold gives boxes) mapped back by the letterbox."""
+    from ffexport.pipeline.detectors import Detector, detector_modules, make_detector
+    from ffexport.pipeline.stages import make_stage
+    from ffexport.vision import align
+    from ffexport.vision.retinaface import detect_postprocess
+
+    stages = {m: make_stage(specs.get(m), "torch") for m in detector_modules("retinaface")}
+    try:
+        det = make_detector("retinaface", stages, score_threshold=0.05)
+        assert isinstance(det, Detector) and det.kind == "retinaface" and dict(det.stages) == stages
+        frame = torch.from_numpy(astronaut()).permute(2, 0, 1)[None].float()[..., :, :384]  # 512 x 384: padded
+        found = det.detect(torch.cat([frame, frame.flip(-1)]))
+        assert len(found) == 2
+        for boxes, points, scores in found:
+            n = boxes.shape[0]
+            assert n > 0 and boxes.shape == (n, 4) and points.shape == (n, 5, 2) and scores.shape == (n,)
+            assert bool((scores[:-1] >= scores[1:]).all()) and scores.min() >= 0.05
+        spec = stages["detector"].spec
+        canvas, scale, pad = align.letterbox(frame, 640)
+        assert scale == 1.25 and pad == (0, 0)  # top-left, padded right: frame pixels are canvas pixels / 1.25
+        raw = stages["detector"].run({spec.input_names[0]: align.normalize(canvas, spec.preprocess)})
+        c_boxes, c_points, c_scores = detect_postprocess(raw, 0.05, 0.4, input_size=640)[0]
+        boxes, points, scores = found[0]
+        assert torch.allclose(boxes * scale, c_boxes, atol=1e-3) and torch.allclose(points * scale, c_points, atol=1e-3)
+        assert torch.equal(scores, c_scores)
+    finally:
+        for s in stages.values():
+            s.close()
+
+
+def test_detector_factory_names_and_stages():
+    from ffexport.errors import UnknownNameError
+    from ffexport.pipeline.detectors import MTCNN_MODULES, detector_modules, make_detector, resolve_kind
+
+    assert resolve_kind("auto") == "mtcnn" and resolve_kind("auto", has_detector_checkpoint=True) == "retinaface"
+    assert resolve_kind("mtcnn", True) == "mtcnn" and detector_modules("mtcnn") == MTCNN_MODULES
+    with pytest.raises(UnknownNameError, match="unknown detector 'yolo'; valid: auto, mtcnn, retinaface"):
+        resolve_kind("yolo")
+    with pytest.raises(ValueError, match="missing \\['mtcnn_rnet', 'mtcnn_onet'\\]"):
+        make_detector("mtcnn", {"mtcnn_pnet": object()})
+
+
+# --- artifacts and contracts ---------------------------------------------------------------
+
+def test_contract_mismatch_is_one_line(exported_small, tmp_path):
+    import onnx
+
+    from ffexport.manifest import artifact_dir
+    from ffexport.pipeline.stages import make_runner
+
+    spec, path = exported_small("encoder")
+    out = tmp_path / "artifacts"
+    shutil.copytree(path.parent, artifact_dir(out, spec))
+    victim = artifact_dir(out, spec) / "fp32.onnx"
+    assert make_runner(spec, "ort", out=out, build_missing=False).path == victim  # the good copy loads
+    model = onnx.load(str(victim))
+    for p in model.metadata_props:
+        if p.key == "ffexport.contract":
+            contract = json.loads(p.value)
+            contract["inputs"][0]["shape"] = ["batch", 3, 128, 128]
+            p.value = json.dumps(contract, sort_keys=True)
+    onnx.save(model, str(victim))
+    with pytest.raises(ArtifactError) as err:
+        make_runner(spec, "ort", out=out, build_missing=False)
+    msg = str(err.value)
+    assert "IO contract does not match spec encoder/iresnet18" in msg and "inputs differs" in msg
+    assert "\n" not in msg and "ffexport onnx" in msg
+
+
+def test_missing_artifact_without_building_is_one_line(tmp_path):
+    from ffexport.pipeline.stages import make_runner
+
+    with pytest.raises(ArtifactError) as err:
+        make_runner(specs.get("encoder", "iresnet18"), "ort", out=tmp_path, build_missing=False)
+    assert "is missing" in str(err.value) and "ffexport onnx -m encoder" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_cuda_without_gpu_is_one_line():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    from ffexport.pipeline.device import check_device
+
+    with pytest.raises(RuntimeUnavailableError, match="^CUDA requested but no GPU is available$"):
+        check_device("cuda")
+
+
+# --- media ------------------------------------------------------------------------------
+
+def test_bad_videos_are_one_line(tmp_path):
+    from ffexport.pipeline.video import probe
+
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    good = make_video(tmp_path / "good.mp4", frames=4, audio=False)
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    cases = {empty: "is empty (0 bytes)", garbage: "cannot read video", truncated: "cannot read video",
+             tmp_path / "missing.mp4": "does not exist"}
+    for path, expected in cases.items():
+        with pytest.raises(MediaError) as err:
+            probe(path)
+        assert expected in str(err.value) and "\n" not in str(err.value), (path.name, str(err.value))
+    info = probe(good)
+    assert (info.width, info.height, info.fps, info.audio_codec) == (320, 240, 24, None)
+
+
+def test_image_io_round_trip_and_errors(tmp_path):
+    from ffexport.pipeline.media import content_hash, read_image, write_image
+
+    img = astronaut()
+    write_image(tmp_path / "a.png", img)
+    assert np.array_equal(read_image(tmp_path / "a.png"), img)
+    assert content_hash(img) == content_hash(read_image(tmp_path / "a.png")) != content_hash(img[::-1])
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(MediaError, match="cannot read image"):
+        read_image(tmp_path / "bad.jpg")
+    with pytest.raises(MediaError, match="unknown image suffix"):
+        write_image(tmp_path / "a.xyz", img)
+    assert not list(tmp_path.glob(".*.part"))
+
+
+def test_video_copy_preserves_frames_rate_size_and_audio(tmp_path):
+    """transcode with a pass-through frame function: same frames (codec tolerance), rate, size, audio packets."""
+    from ffexport.pipeline.video import transcode
+
+    from helpers.media import psnr, read_video
+
+    src = make_video(tmp_path / "in.mp4", frames=10, size=(180, 240), fps=25)
+    stats = transcode(src, tmp_path / "out.mkv", lambda frames: frames, batch=3, progress=False)
+    a, ia = read_video(src)
+    b, ib = read_video(tmp_path / "out.mkv")
+    assert stats["frames"] == len(b) == len(a) == 10
+    assert (ib["width"], ib["height"], ib["fps"]) == (ia["width"], ia["height"], ia["fps"]) == (240, 180, 25)
+    assert ib["audio"]["codec"] == ia["audio"]["codec"] == "aac"
+    assert ib["audio"]["bytes"] == ia["audio"]["bytes"]  # copied, not re-encoded
+    # Matroska stores times in milliseconds: each packet duration rounds by up to 1 ms
+    assert abs(ib["audio"]["duration_s"] - ia["audio"]["duration_s"]) <= 1e-3 * ia["audio"]["packets"]
+    assert min(psnr(x, y) for x, y in zip(a, b)) > 35
+
+
+def test_failure_mid_video_leaves_no_output(tmp_path):
+    from ffexport.pipeline.video import transcode
+
+    src = make_video(tmp_path / "in.mp4", frames=12, audio=True)
+    dst = tmp_path / "out.mp4"
+    seen = []
+
+    def explode(frames):
+        seen.extend(frames)
+        if len(seen) > 5:
+            raise RuntimeError("boom")
+        return frames
+
+    with pytest.raises(RuntimeError, match="boom"):
+        transcode(src, dst, explode, batch=2, progress=False)
+    assert not dst.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+def test_encoder_failure_is_one_line_and_leaves_no_output(tmp_path):
+    from ffexport.pipeline.video import transcode
+
+    src = make_video(tmp_path / "in.mp4", frames=6, audio=False)
+    with pytest.raises(MediaError) as err:
+        transcode(src, tmp_path / "out" / "o.mp4", lambda frames: frames, progress=False, preset="bogus")
+    assert str(err.value).startswith(f"encoding {tmp_path / 'out' / 'o.mp4'} failed") and "\n" not in str(err.value)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_ort_cuda_stage_feeds_large_convolutional_models_one_item_at_a_time():
+    """A model in one onnxruntime CUDA session re-plans on every new batch: the stage splits instead."""
+    from types import SimpleNamespace
+
+    from ffexport import specs
+    from ffexport.pipeline.stages import Stage
+
+    spec = specs.get("generator")
+
+    def stage(backend, **kw):
+        runner = SimpleNamespace(**{"device": "cuda", "convolutional": True, "shape_sessions": 1, **kw})
+        return Stage(spec, runner, backend, "fp32")
+
+    assert stage("ort").max_batch == 1
+    assert stage("ort", shape_sessions=16).max_batch is None   # small models: a session per batch size
+    assert stage("ort", convolutional=False).max_batch is None  # no cuDNN plans to redo
+    assert stage("ort", device="cpu").max_batch is None
+    assert stage("torch").max_batch is None
+    assert stage("trt").max_batch == int(spec.batch_profile[2])
+    calls = []
+
+    class Runner:
+        device, convolutional, shape_sessions = "cuda", True, 1
+
+        def infer(self, feeds):
+            calls.append(feeds["target"].shape[0])
+            return {"output": feeds["target"] * 2}
+
+    s = Stage(spec, Runner(), "ort", "fp32")
+    x = torch.arange(3 * 2, dtype=torch.float32).reshape(3, 2)
+    out = s.run({"target": x, "source": torch.zeros(3, 4)})
+    assert calls == [1, 1, 1] and torch.equal(out["output"], x * 2)
