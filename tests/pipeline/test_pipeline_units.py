@@ -160,8 +160,11 @@ def test_contract_mismatch_is_one_line(exported_small, tmp_path):
 
     spec, path = exported_small("encoder")
     out = tmp_path / "artifacts"
-    shutil.copytree(path.parent, artifact_dir(out, spec))
-    victim = artifact_dir(out, spec) / "fp32.onnx"
+    folder = artifact_dir(out, spec)
+    folder.mkdir(parents=True)
+    for name in ("fp32.onnx", "manifest.json"):  # the export alone (the shared folder may hold later steps)
+        shutil.copy2(path.parent / name, folder / name)
+    victim = folder / "fp32.onnx"
     assert make_runner(spec, "ort", out=out, build_missing=False).path == victim  # the good copy loads
     model = onnx.load(str(victim))
     for p in model.metadata_props:
