@@ -48,6 +48,17 @@ def exported_small(session_artifacts):
 
 
 @pytest.fixture(autouse=True)
+def _forget_user_models():
+    """Users' ONNX files a test adopted (--onnx MODULE=PATH) register variants: gone after the test."""
+    yield
+    from ffexport import specs
+
+    for s in specs.all_specs():
+        if s.origin:
+            specs.unregister(s.module, s.variant)
+
+
+@pytest.fixture(autouse=True)
 def _no_cwd_configs(monkeypatch, tmp_path):
     """Tests run with the repo's configs/ unless they chdir; keep FFEXPORT_CONFIGS pointing at it."""
     monkeypatch.setenv("FFEXPORT_CONFIGS", str(REPO / "configs"))

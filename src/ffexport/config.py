@@ -39,16 +39,22 @@ def load_module_config(module: str, directory: str | os.PathLike | None = None) 
     path = d / f"{module}.yaml"
     if not path.is_file():
         return {}
+    return read_mapping(path, _KEYS, str(path))
+
+
+def read_mapping(path: Path, keys, label: str) -> dict[str, Any]:
+    """The YAML mapping in ``path`` whose keys are all in ``keys``; one :class:`ConfigError` line otherwise
+    (``label`` names the file in it)."""
     yaml = __import__("ffexport._lazy", fromlist=["require"]).require("yaml", "reading configs")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(Path(path).read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        raise ConfigError(f"{label}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    unknown = set(data) - _KEYS
+        raise ConfigError(f"{label}: expected a mapping at the top level")
+    unknown = set(data) - set(keys)
     if unknown:
-        raise ConfigError(f"{path}: unknown keys {sorted(unknown)}; valid: {sorted(_KEYS)}")
+        raise ConfigError(f"{label}: unknown keys {sorted(unknown)}; valid: {sorted(keys)}")
     return data
 
 

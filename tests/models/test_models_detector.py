@@ -54,7 +54,7 @@ def test_forward_on_a_photo_matches_the_spec(model, frame):
         assert tuple(y.shape) == t.concrete(batch=1), t.name
         assert torch.isfinite(y).all(), t.name
         assert y.std() > 1e-3, f"{t.name} is constant"
-    scores = torch.cat([out[f"score_{s}"] for s in (8, 16, 32)], 1)
+    scores = torch.cat([out[f"score_{s}"] for s in (8, 16, 32)], 0)  # (batch x anchors, 1): insightface's 2-D layout
     assert 0.0 < scores.min() and scores.max() < 1.0  # probabilities, not saturated
     assert 0.05 < scores.std() < 0.45
 

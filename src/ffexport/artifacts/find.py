@@ -108,6 +108,8 @@ def onnx_artifact(spec, precision: str, out: str | Path = "artifacts", checkpoin
         raise UnknownNameError("precision", precision, PRECISIONS)
     folder = artifact_dir(out, spec)
     fp32 = folder / "fp32.onnx"
+    if spec.origin and not spec.builder and not fp32.is_file():
+        raise ArtifactError(f"{fp32} is missing: give the user's file again with --onnx {spec.module}=PATH")
     if not (fp32.is_file() and _fp32_is_from(folder, _checkpoint_sha(checkpoint))):
         if not build_missing:
             why = "is missing" if not fp32.is_file() else (

@@ -125,6 +125,27 @@ def optimize_onnx(path: str | Path, precision: str, settings: Settings | None = 
     return optimize(onnx_target(path, inputs, out, s.config_dir), precision, s, results=results)
 
 
+def _carry_emap(parent: Path, dst: Path) -> None:
+    """Keep the source transform where loaders read it: the parent's last initializer ``emap`` (float32) stays the
+    last initializer of every artifact made from it (a simplifier drops it as unused; FP16 would halve it)."""
+    from ..fsutil import atomic_path
+    from ..passes import graph
+
+    emap = graph.last_initializer(graph.load(parent), "emap")
+    if emap is None:
+        raise ArtifactError(f"{parent} has no emap initializer (its last) although its spec transforms the source "
+                            "through one: re-export it")
+    model = graph.load(dst)
+    have = graph.last_initializer(model, "emap")
+    if have is not None and have.dtype == emap.dtype and (have == emap).all():
+        return
+    from ..export.onnx import set_last_initializer
+
+    set_last_initializer(model, "emap", emap.astype("float32"))
+    with atomic_path(dst) as tmp:
+        tmp.write_bytes(model.SerializeToString())
+
+
 def check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise UnknownNameError("precision", precision, PRECISIONS)
@@ -359,6 +380,8 @@ class Chain:
         dst = self.target.folder / self.target.names["sim" if name == "simplify" else name]
         fields = p.run(parent, dst, Proof(self.judge(), self._calibration_reader if calibration else None, self.say,
                                           self.spec), opts)
+        if self.spec.source_transform == "emap":
+            _carry_emap(parent, dst)
         inputs = self._inputs(calibration=calibration)
         inputs["torch_reference"] = self.judge().torch_note or None
         return self._put(dst.name, dst, parent, name, record, key, t0, fields, inputs)

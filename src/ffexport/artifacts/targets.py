@@ -74,8 +74,13 @@ class Target:
 
 
 def module_target(spec, out: str | Path = "artifacts") -> Target:
+    """A registered module's folder under ``out``; a user's ONNX file adopted as the module (``spec.origin``)
+    is its own root: no torch export above it."""
     folder = artifact_dir(out, spec)
-    return Target(spec, folder, folder / FP32, registered=True, out=Path(out))
+    user = spec.origin and spec.builder == ""
+    if user and not (folder / FP32).is_file():
+        raise ArtifactError(f"{folder / FP32} is missing: give the user's file again with --onnx {spec.module}=PATH")
+    return Target(spec, folder, folder / FP32, registered=True, out=Path(out), source=(folder / FP32) if user else None)
 
 
 def _names_for(path: Path) -> dict:

@@ -39,6 +39,8 @@ class Settings:
     precisions: list[str] = field(default_factory=lambda: list(PRECISIONS))
     batches: list[int] = field(default_factory=lambda: [1])
     variants: dict[str, str] = field(default_factory=dict)
+    onnx: dict[str, str] = field(default_factory=dict)  # --onnx MODULE=PATH: users' models, adopted before the rows
+    contracts: dict[str, str] = field(default_factory=dict)  # --contract MODULE=FILE
     device: str = "auto"
     iters: int = 100
     warmup: int = 10
@@ -258,6 +260,10 @@ def plan_rows(s: Settings, env: dict, device: str) -> list[dict]:
                     row = {"kind": "module", "module": spec.module, "variant": spec.variant, "backend": b.name,
                            "device": b.device, "precision": p, "batch": batch}
                     reason = why_not(env, b, p)
+                    if reason is None and spec.origin and b.name == "torch":
+                        reason = f"{spec.origin} has no torch form: it runs on ort and trt"
+                    elif reason is None and spec.origin and batch > spec.batch_profile[2]:
+                        reason = f"{spec.origin} takes batch {spec.batch_profile[2]} at most (its graph fixes it)"
                     if reason is None and b.name == "trt" and batch > spec.batch_profile[2]:
                         reason = (f"the engine's batch profile ends at {spec.batch_profile[2]} "
                                   f"(configs/{spec.module}.yaml batch.max): build one for batch {batch} with "

@@ -191,9 +191,12 @@ class Pool:
         self.work, self.log = Path(work), Path(log)
         self.isolation, self.grace = isolation, float(grace)
         self.live: set[Job] = set()  # jobs started and not yet finished
+        self.adopted: dict | None = None  # users' models (--onnx MODULE=PATH) every worker registers first
 
     def start(self, cfg: dict, name: str, timeout: float) -> Job:
         """Start ``cfg`` (a worker config: ``kind`` and its fields) in a fresh process named ``name``."""
+        if self.adopted:
+            cfg = dict(cfg, adopted=self.adopted)
         job = Job(self, cfg, name, timeout)
         self.live.add(job)
         return job

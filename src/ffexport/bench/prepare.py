@@ -162,7 +162,25 @@ def prepare(cfg: dict) -> dict:
         log.append(msg)
 
     batches = [int(b) for b in cfg.get("batches", [])]
-    if batches or cfg.get("save_model"):
+    if batches and spec.origin:  # a user's ONNX file: its FP32 graph on onnxruntime CPU is the reference
+        t0 = time.perf_counter()
+        from ..artifacts.find import onnx_artifact
+        from ..backends.ort import OrtRunner
+
+        root = onnx_artifact(spec, "fp32", cfg["artifacts"], say=say, config_dir=cfg.get("config_dir"))
+        with OrtRunner(root, spec=spec, name="user fp32") as ref:
+            for b in batches:
+                feeds = make_inputs(spec, calib, b, int(cfg.get("rotate", 4)))
+                ip = folder / f"inputs_b{b}.pt"
+                torch.save(feeds, ip)
+                result["inputs"][str(b)] = str(ip)
+                outs = [{k: v.cpu() for k, v in ref.infer(f).items()} for f in feeds]
+                rp = folder / f"ref_b{b}.pt"
+                torch.save({"outputs": outs, "label": f"{root.name} of {spec.origin} (onnxruntime CPU, FP32)"}, rp)
+                result["reference"][str(b)] = str(rp)
+        result["seconds"]["inputs_and_reference"] = round(time.perf_counter() - t0, 2)
+        batches = []
+    if batches or (cfg.get("save_model") and not spec.origin):
         t0 = time.perf_counter()
         model = build_model(spec)
         result["seconds"]["build_model"] = round(time.perf_counter() - t0, 2)

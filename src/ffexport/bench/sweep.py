@@ -58,6 +58,13 @@ class Sweep:
         self.log = work / "bench.log"
         self.log.write_text("")
         self.pool = Pool(work, self.log, self.s.isolation)
+        if self.s.onnx:  # users' models: adopted once here, registered again in each worker (same file: reused)
+            from ..artifacts.adopt import adopt_all
+
+            adopted = adopt_all({m: Path(p) for m, p in self.s.onnx.items()}, self.s.out,
+                                {m: Path(p) for m, p in self.s.contracts.items()}, self.say)
+            self.s.variants.update(adopted)
+            self.pool.adopted = {"onnx": dict(self.s.onnx), "contracts": dict(self.s.contracts), "out": self.s.out}
         env = self.pool.run({"kind": "env", "device": self.s.device}, "env", 300)
         if env.get("status") != "ok":
             raise FFExportError(f"cannot inspect this machine (torch, onnxruntime, GPU): {env.get('reason')}")

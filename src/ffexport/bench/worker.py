@@ -168,6 +168,12 @@ def run(cfg: dict) -> dict:
         return {"status": "failed", "reason": f"unknown worker kind {kind!r}"}
     t0 = time.perf_counter()
     try:
+        if cfg.get("adopted"):  # the users' models the benchmark runs (adopted by the parent: reused here)
+            from ..artifacts.adopt import adopt_all
+
+            a = cfg["adopted"]
+            adopt_all({m: Path(p) for m, p in a["onnx"].items()}, a["out"],
+                      {m: Path(p) for m, p in a.get("contracts", {}).items()})
         out = KINDS[kind](cfg)
     except FFExportError as exc:
         out = {"status": "failed", "reason": str(exc)}

@@ -51,6 +51,7 @@ def register(app: typer.Typer) -> None:
         calib: Optional[Path] = typer.Option(None, "--calib",
                                              help="face photos with landmark JSONs (default: ./calibration if present)"),
         variants: str = typer.Option("", "--variants", help="MODULE=VARIANT,... (e.g. encoder=iresnet18)"),
+        onnx: O.ModuleOnnx = [], contract: O.Contract = [],
         config_dir: O.ConfigDir = None,
         timeout: float = typer.Option(900.0, "--timeout", help="seconds one measured combination may take"),
         deadline: float = typer.Option(0.0, "--deadline",
@@ -86,6 +87,12 @@ def register(app: typer.Typer) -> None:
             raise InputSpecError(f"--isolation {isolation!r}: use {' or '.join(ISOLATION)}")
         if modules == "none" and not pipeline:
             raise InputSpecError("--modules none leaves nothing to measure: add --pipeline, or name modules")
+        from ..artifacts.adopt import parse_module_paths
+
+        users = {m: str(p) for m, p in parse_module_paths(onnx).items()}
+        contracts = {m: str(p) for m, p in parse_module_paths(contract, "--contract").items()}
+        if set(contracts) - set(users):
+            raise InputSpecError("--contract MODULE=FILE describes a user model given with --onnx MODULE=PATH")
         if calib is None and Path("calibration").is_dir():
             calib = Path("calibration")
         if pipeline:
@@ -94,7 +101,8 @@ def register(app: typer.Typer) -> None:
             parse_resolution(resolution)
         settings = Settings(
             modules=[] if modules == "none" else select_modules(modules), backends=backends, precisions=parse_precisions(precisions),
-            batches=parse_batches(batch), variants=parse_variants(variants), device=device, iters=iters, warmup=warmup,
+            batches=parse_batches(batch), variants=parse_variants(variants), onnx=users, contracts=contracts,
+            device=device, iters=iters, warmup=warmup,
             max_time=max_time or None, rotate=rotate, pipeline=pipeline, resolution=resolution, frames=frames,
             faces=faces, naive=naive, naive_frames=naive_frames, video=video, enhance=enhance,
             calib=str(calib) if calib else None, config_dir=str(config_dir) if config_dir else None, out=str(out), work=str(work) if work else None, report=report,

@@ -32,8 +32,16 @@ ParitySamples = Annotated[Optional[int], typer.Option("--parity-samples",
                                                       help="faces the parity gates are checked on")]
 ConfigDir = Annotated[Optional[Path], typer.Option("--config-dir", help="folder of <module>.yaml defaults "
                                                                         "(default: $FFEXPORT_CONFIGS, else ./configs)")]
-OnnxFile = Annotated[Optional[Path], typer.Option(
-    "--onnx", help="an ONNX file instead of --module (bring your own; outputs go beside it or under --out)")]
+OnnxFile = Annotated[List[str], typer.Option(
+    "--onnx", help="MODULE=PATH: a user's model in a public layout (insightface / FaceFusion files) as that module's "
+                   "FP32 artifact, repeatable; or one PATH of any other ONNX file instead of --module (outputs go "
+                   "beside it or under --out)")]
+ModuleOnnx = Annotated[List[str], typer.Option(
+    "--onnx", help="MODULE=PATH: a user's model in a public layout (insightface / FaceFusion files, e.g. "
+                   "detector=det_10g.onnx) runs as that module; repeatable")]
+Contract = Annotated[List[str], typer.Option(
+    "--contract", help="MODULE=FILE: a YAML describing an unusual --onnx file (layout, preprocess, template, "
+                       "inputs, outputs, source_transform, trained)")]
 Inputs = Annotated[List[str], typer.Option(
     "--input", help="with --onnx for a model ffexport did not export: name:1x3x112x112[:dtype], repeatable")]
 Exclude = Annotated[List[str], typer.Option("--exclude", help="INT8: node to keep in float (repeatable or a,b,c)")]

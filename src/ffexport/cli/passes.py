@@ -18,9 +18,26 @@ def _exclude(values: list[str]) -> list[str]:
     return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
 
-def _runs(module, onnx, inputs, variant, out, calib, samples, parity_samples, config_dir, precision, bar, task):
+def split_onnx(values) -> tuple[dict, Path | None]:
+    """``--onnx`` values -> ({module: path} of MODULE=PATH values, the one plain PATH or None)."""
+    from .. import specs
+    from ..artifacts.adopt import parse_module_paths
+
+    named = [v for v in values or () if v.partition("=")[0] in specs.modules() and "=" in v]
+    plain = [v for v in values or () if v not in named]
+    if len(plain) > 1:
+        raise InputSpecError(f"--onnx takes one plain PATH (got {len(plain)}); name the module of each user model "
+                             "with MODULE=PATH")
+    if plain and named:
+        raise InputSpecError("give either MODULE=PATH values or one plain PATH to --onnx, not both")
+    return parse_module_paths(named), (Path(plain[0]) if plain else None)
+
+
+def _runs(module, onnx, inputs, variant, out, calib, samples, parity_samples, config_dir, precision, bar, task,
+          contract=()):
     """A Chain per selected target."""
     from ..config import resolve_spec
+    from ..artifacts.adopt import adopt_all, parse_module_paths
     from ..artifacts.optimize import Chain
     from ..artifacts.targets import module_target, onnx_target
     from .common import select_modules
@@ -28,14 +45,26 @@ def _runs(module, onnx, inputs, variant, out, calib, samples, parity_samples, co
     def say(msg):
         bar.update(task, status=msg[-90:])
 
-    if onnx is not None:
+    named, plain = split_onnx(onnx)
+    contracts = parse_module_paths(contract, "--contract")
+    if contracts and not named:
+        raise InputSpecError("--contract MODULE=FILE describes a user model given with --onnx MODULE=PATH")
+    if named or plain is not None:
         if module:
             raise InputSpecError("give either --module or --onnx, not both")
-        t = onnx_target(onnx, inputs, out, config_dir)
-        return [Chain(t, calib=calib, samples=samples, parity_samples=parity_samples, progress=say,
-                    precision=precision, config_dir=config_dir)]
+        if plain is not None:
+            t = onnx_target(plain, inputs, out, config_dir)
+            return [Chain(t, calib=calib, samples=samples, parity_samples=parity_samples, progress=say,
+                          precision=precision, config_dir=config_dir)]
+        if inputs:
+            raise InputSpecError("--input is for a plain --onnx PATH; a MODULE=PATH model's inputs come from its layout")
+        out = out or Path("artifacts")
+        variants = adopt_all(named, out, contracts, say)
+        return [Chain(module_target(resolve_spec(m, v, None, config_dir), out), calib=calib, samples=samples,
+                      parity_samples=parity_samples, progress=say, precision=precision, config_dir=config_dir)
+                for m, v in variants.items()]
     if not module:
-        raise InputSpecError("give --module NAME (or 'all'), or --onnx PATH")
+        raise InputSpecError("give --module NAME (or 'all'), or --onnx MODULE=PATH (or one plain PATH)")
     if inputs:
         raise InputSpecError("--input is for --onnx files ffexport did not export; registered modules know their inputs")
     out = out or Path("artifacts")
@@ -78,7 +107,7 @@ def _run_all(what: str, runs_factory, work, show=None) -> list:
 def register(app: typer.Typer) -> None:
     @app.command("simplify")
     def simplify_cmd(
-        module: O.Module = None, onnx: O.OnnxFile = None,
+        module: O.Module = None, onnx: O.OnnxFile = [], contract: O.Contract = [],
         inputs: O.Inputs = [], variant: O.Variant = None,
         out: O.OptionalOut = None, force: O.Force = False, calib: O.Calib = None,
         parity_samples: O.ParitySamples = None, config_dir: O.ConfigDir = None,
@@ -86,12 +115,12 @@ def register(app: typer.Typer) -> None:
         """Simplify the FP32 ONNX (onnxsim, onnxslim fallback) -> fp32.sim.onnx; prints the op counts."""
         with one_line_warnings():
             _run_all("simplify", lambda bar, task: _runs(module, onnx, inputs, variant, out, calib, None,
-                                                                parity_samples, config_dir, "fp32", bar, task),
+                                                                parity_samples, config_dir, "fp32", bar, task, contract),
                             lambda run: _step(run, "simplify", force), show=lambda rows: _show(rows, "simplify", _ops_table))
 
     @app.command("fp16")
     def fp16_cmd(
-        module: O.Module = None, onnx: O.OnnxFile = None,
+        module: O.Module = None, onnx: O.OnnxFile = [], contract: O.Contract = [],
         inputs: O.Inputs = [], variant: O.Variant = None,
         out: O.OptionalOut = None, force: O.Force = False, calib: O.Calib = None,
         parity_samples: O.ParitySamples = None, config_dir: O.ConfigDir = None,
@@ -100,13 +129,13 @@ def register(app: typer.Typer) -> None:
         """FP16 ONNX -> fp16.onnx; fragile nodes stay FP32, more are kept FP32 until the parity gate passes."""
         with one_line_warnings():
             _run_all("fp16", lambda bar, task: _runs(module, onnx, inputs, variant, out, calib, None,
-                                                            parity_samples, config_dir, "fp16", bar, task),
+                                                            parity_samples, config_dir, "fp16", bar, task, contract),
                             lambda run: _step(run, "fp16", force, keep_io_types=keep_io_types),
                             show=lambda rows: _show(rows, "fp16", _fp16_table))
 
     @app.command("int8")
     def int8_cmd(
-        module: O.Module = None, onnx: O.OnnxFile = None,
+        module: O.Module = None, onnx: O.OnnxFile = [], contract: O.Contract = [],
         inputs: O.Inputs = [], variant: O.Variant = None,
         out: O.OptionalOut = None, force: O.Force = False, calib: O.Calib = None,
         parity_samples: O.ParitySamples = None, config_dir: O.ConfigDir = None,
@@ -115,13 +144,13 @@ def register(app: typer.Typer) -> None:
         """Calibrated INT8 Q/DQ ONNX -> int8.onnx (symmetric, per-channel weights, float biases)."""
         with one_line_warnings():
             _run_all("int8", lambda bar, task: _runs(module, onnx, inputs, variant, out, calib, samples,
-                                                            parity_samples, config_dir, "int8", bar, task),
+                                                            parity_samples, config_dir, "int8", bar, task, contract),
                             lambda run: _step(run, "int8", force, method=method, exclude=_exclude(exclude)),
                             show=lambda rows: _show(rows, "int8", _int8_table))
 
     @app.command("optimize")
     def optimize_cmd(
-        module: O.Module = None, onnx: O.OnnxFile = None,
+        module: O.Module = None, onnx: O.OnnxFile = [], contract: O.Contract = [],
         inputs: O.Inputs = [], variant: O.Variant = None,
         out: O.OptionalOut = None, calib: O.Calib = None,
         parity_samples: O.ParitySamples = None, config_dir: O.ConfigDir = None,
@@ -136,7 +165,7 @@ def register(app: typer.Typer) -> None:
         check_precision(precision)
         with one_line_warnings():
             _run_all("optimize", lambda bar, task: _runs(module, onnx, inputs, variant, out, calib, samples,
-                                                                parity_samples, config_dir, precision, bar, task),
+                                                                parity_samples, config_dir, precision, bar, task, contract),
                             lambda run: _optimize(run, precision, force, keep_io_types=keep_io_types,
                                                   method=method, exclude=_exclude(exclude)),
                             show=lambda rows: _show(rows, f"optimize --precision {precision}", None))

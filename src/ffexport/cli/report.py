@@ -23,9 +23,18 @@ def register(app: typer.Typer) -> None:
         folder: Optional[Path] = typer.Option(None, "--dir", help="one artifact folder (e.g. beside an --onnx file)"),
         as_json: bool = typer.Option(False, "--json", help="print the lineage as JSON"),
         config_dir: O.ConfigDir = None,
+        onnx: O.ModuleOnnx = [], contract: O.Contract = [],
     ) -> None:
         """Print each artifact's lineage: parent, pass, options, parity (vs parent and vs torch), size."""
-        reports = collect(module, variant, out, folder, config_dir)
+        if onnx:
+            from ..artifacts.adopt import adopt_all, parse_module_paths
+
+            if module or folder is not None:
+                raise InputSpecError("give either --onnx MODULE=PATH or --module / --dir, not both")
+            adopted = adopt_all(parse_module_paths(onnx), out, parse_module_paths(contract, "--contract"))
+            reports = [r for m, v in adopted.items() for r in collect(m, v, out, None, config_dir)]
+        else:
+            reports = collect(module, variant, out, folder, config_dir)
         if as_json:
             console.print_json(json.dumps(reports, default=str, allow_nan=False))
             return

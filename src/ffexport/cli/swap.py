@@ -15,6 +15,7 @@ import typer
 from ..errors import InputSpecError
 from ..pipeline.settings import PipelineSettings as Defaults  # torch-free: the built-in defaults, for the help
 from ..vocab import BACKENDS, PRECISIONS
+from . import options as O
 from .common import OUT_HELP, console, err_console, one_line_warnings, rel
 
 if TYPE_CHECKING:
@@ -124,6 +125,7 @@ def register(app: typer.Typer) -> None:
         faces: str = typer.Option("all", "--faces", help="all | largest | reference:IMAGE"),
         checkpoints: List[str] = typer.Option([], "--checkpoint", help="MODULE=PATH state dict, repeatable"),
         variants: List[str] = typer.Option([], "--variant", help="MODULE=VARIANT (see `ffexport modules`), repeatable"),
+        onnx: O.ModuleOnnx = [], contract: O.Contract = [],
         stages: List[str] = typer.Option([], "--stage", help="MODULE=BACKEND[:PRECISION] for one stage, repeatable"),
         detector: Optional[str] = typer.Option(None, "--detector", help=_filed(
             "auto (MTCNN unless --checkpoint detector=...) | mtcnn | retinaface", Defaults.detector)),
@@ -148,6 +150,21 @@ def register(app: typer.Typer) -> None:
         from ..pipeline.media import is_image_path
 
         with one_line_warnings():
+            from ..artifacts.adopt import adopt_all, parse_module_paths
+
+            users = parse_module_paths(onnx)
+            contracts = parse_module_paths(contract, "--contract")
+            if set(contracts) - set(users):
+                raise InputSpecError("--contract MODULE=FILE describes a user model given with --onnx MODULE=PATH")
+            clash = sorted(set(users) & ({"generator"} if generator else set()) | set(users) & set(
+                _pairs(variants, "--variant", "VARIANT")))
+            if clash:
+                raise InputSpecError(f"{clash[0]}: given both with --onnx and as a variant; keep one")
+            if users:
+                adopted = adopt_all(users, out, contracts,
+                                    (lambda m: err_console.print(f"[dim]{m}[/]", soft_wrap=True)) if not quiet else None)
+                variants = [*variants, *(f"{m}={v}" for m, v in adopted.items() if m != "generator")]
+                generator = adopted.get("generator", generator)
             settings = swap_settings(config_dir, backend=backend, precision=precision, stages=stages,
                                      variants=variants, generator=generator, device=device, enhance=enhance,
                                      landmarks68=landmarks68, detector=detector, blend=blend,

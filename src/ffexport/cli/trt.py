@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
     @app.command("trt")
     def trt_cmd(
         module: O.Module = None,
-        onnx: Optional[Path] = typer.Option(None, "--onnx", help="bring your own: build this ONNX file instead"),
+        onnx: O.OnnxFile = [], contract: O.Contract = [],
         name: Optional[str] = typer.Option(None, "--name", help="with --onnx: artifact folder name (default: the module's folder for an ffexport artifact, else the file name)"),
         variant: O.Variant = None,
         precision: str = typer.Option("fp16", "--precision", "-p",
@@ -50,10 +50,21 @@ def register(app: typer.Typer) -> None:
                         dims=dict(parse_dim(d) for d in dims), workspace_mb=workspace, opt_level=opt_level,
                         target_cc=target_cc.split(",") if target_cc else None,
                         version_compatible=version_compatible, force=force)
-            if onnx is not None:
-                if module:
-                    raise InputSpecError("give either --module or --onnx, not both")
-                rows = [_build_onnx(onnx, name, precision, out, cache_dir, config_dir, opts)]
+            from ..artifacts.adopt import adopt_all, parse_module_paths
+            from .passes import split_onnx
+
+            named, plain = split_onnx(onnx)
+            contracts = parse_module_paths(contract, "--contract")
+            if (named or plain is not None) and module:
+                raise InputSpecError("give either --module or --onnx, not both")
+            if named:
+                if name:
+                    raise InputSpecError("--name is for a plain --onnx PATH; MODULE=PATH models get their module's folder")
+                variants = adopt_all(named, out, contracts)
+                rows = build_modules(",".join(variants), precision, variants=variants, calib=calib, out=out,
+                                     cache_dir=cache_dir, config_dir=config_dir, **opts)
+            elif plain is not None:
+                rows = [_build_onnx(plain, name, precision, out, cache_dir, config_dir, opts)]
             elif module:
                 if name:
                     raise InputSpecError("--name is for --onnx; registered modules use their own folder")
@@ -82,7 +93,7 @@ def register(app: typer.Typer) -> None:
 
 
 def build_modules(selector: str, precision: str, *, variant=None, calib=None, out=Path("artifacts"), cache_dir=None,
-                  config_dir=None, **opts) -> list:
+                  config_dir=None, variants=None, **opts) -> list:
     """Build each selected module's engine; with several, a failing module does not stop the others: the
     table shows it and the command still ends with one error line and exit 1."""
     from ..config import resolve_spec
@@ -94,7 +105,7 @@ def build_modules(selector: str, precision: str, *, variant=None, calib=None, ou
     names = select_modules(selector)
     if len(names) > 1 and variant:
         raise InputSpecError("--variant applies to one module; name it with --module")
-    specs = [resolve_spec(n, variant, None, config_dir) for n in names]
+    specs = [resolve_spec(n, (variants or {}).get(n, variant), None, config_dir) for n in names]
     rows = []
     failures = Failures(f"{precision} engines", len(specs))
     with progress() as bar:

@@ -40,7 +40,8 @@ def _quiet_exporter():
 def export_onnx(model, example_inputs: Sequence | Mapping, path: str | Path, *, input_names: Sequence[str],
                 output_names: Sequence[str], dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
                 opset: int = 17, metadata: Mapping[str, str] | None = None, force: bool = True,
-                io_shapes: Mapping[str, Sequence[int | str]] | None = None) -> Path:
+                io_shapes: Mapping[str, Sequence[int | str]] | None = None,
+                last_initializer: tuple[str, object] | None = None) -> Path:
     """Export any ``torch.nn.Module`` to ``path`` (atomically).
 
     ``example_inputs`` is a tuple in forward order or a dict name -> tensor in
@@ -50,6 +51,8 @@ def export_onnx(model, example_inputs: Sequence | Mapping, path: str | Path, *, 
     ``io_shapes`` (name -> dims, str for a symbolic dim) overrides the shapes the
     exporter inferred for graph inputs/outputs: the spec, not shape inference,
     owns the contract (the parity run then proves the real shapes match).
+    ``last_initializer`` (name, tensor) is stored as the graph's last initializer, used by no node (the
+    public inswapper layout keeps its source transform ``emap`` there).
     """
     torch = require("torch", "exporting to ONNX")
     onnx = require("onnx", "exporting to ONNX")
@@ -83,10 +86,26 @@ def export_onnx(model, example_inputs: Sequence | Mapping, path: str | Path, *, 
         entry.key, entry.value = k, v
     if io_shapes:
         _stamp_shapes(proto, io_shapes)
+    if last_initializer is not None:
+        set_last_initializer(proto, last_initializer[0], last_initializer[1].detach().cpu().numpy())
     onnx.checker.check_model(proto)
     with atomic_path(path) as tmp:
         tmp.write_bytes(proto.SerializeToString())
     return path
+
+
+def set_last_initializer(model, name: str, array) -> None:
+    """Store ``array`` as ``model``'s last initializer ``name`` (replacing one of that name), used by no node."""
+    numpy_helper = require("onnx.numpy_helper")
+    inits = model.graph.initializer
+    for i in range(len(inits) - 1, -1, -1):
+        if inits[i].name == name:
+            del inits[i]
+    inits.append(numpy_helper.from_array(array, name))
+
+
+def torch_tensor():
+    return require("torch").Tensor
 
 
 def _stamp_shapes(proto, io_shapes: Mapping[str, Sequence[int | str]]) -> None:
@@ -125,7 +144,7 @@ class ExportResult:
     skipped: bool = False
 
 
-def parity_feeds(spec, faces=None, samples: int = 4, batch: int = 1) -> tuple[list[dict], str]:
+def parity_feeds(spec, faces=None, samples: int = 4, batch: int = 1, emap=None) -> tuple[list[dict], str]:
     """Real inputs for ``spec``: its preprocessing applied to face photographs.
 
     ``faces`` is a list of FaceImage (default: the built-in astronaut photograph
@@ -139,7 +158,7 @@ def parity_feeds(spec, faces=None, samples: int = 4, batch: int = 1) -> tuple[li
     else:
         label = f"{len(faces)} face images"
     faces = list(faces)[: max(samples * batch, 1)]
-    feeds = list(module_feeds(spec, faces, batch=batch, drop_last=True))
+    feeds = list(module_feeds(spec, faces, batch=batch, drop_last=True, emap=emap))
     return feeds, f"{label}, {len(feeds)} feeds of batch {batch}"
 
 
@@ -163,7 +182,8 @@ def export_module(spec, out: str | Path = "artifacts", *, checkpoint: str | Path
     nb = 1 if dynamic else int(batch)
     if nb < 1:
         raise InputSpecError(f"--batch must be 'dynamic' or a positive integer, got {batch}")
-    feeds, inputs_label = parity_feeds(spec, faces, samples=samples, batch=nb)
+    emap = getattr(model, "emap", None) if spec.source_transform == "emap" else None
+    feeds, inputs_label = parity_feeds(spec, faces, samples=samples, batch=nb, emap=emap)
     if not feeds:
         raise InputSpecError(f"{spec.key}: no real inputs could be built for the parity check")
     axes = spec.dynamic_axes
@@ -176,8 +196,13 @@ def export_module(spec, out: str | Path = "artifacts", *, checkpoint: str | Path
     with atomic_path(final) as tmp:
         io_shapes = {t.name: tuple(nb if (d == "batch" and not dynamic) else d for d in t.shape)
                      for t in (*spec.inputs, *spec.outputs)}
+        last = ("emap", model.emap) if spec.source_transform == "emap" else None
+        if last is not None and not isinstance(getattr(model, "emap", None), torch_tensor()):
+            raise ModelLoadError(f"{spec.key}: its spec says the source goes through emap, but the torch model "
+                                 "has no emap buffer")
         export_onnx(model, feeds[0], tmp, input_names=spec.input_names, output_names=spec.output_names,
-                    dynamic_axes=axes, opset=spec.opset, metadata=metadata, force=True, io_shapes=io_shapes)
+                    dynamic_axes=axes, opset=spec.opset, metadata=metadata, force=True, io_shapes=io_shapes,
+                    last_initializer=last)
         say(f"{spec.key}: parity torch vs onnxruntime on {len(feeds)} real inputs")
         ref = TorchRunner(model, spec=spec, name="torch fp32")
         cand = OrtRunner(tmp, spec=spec, name=FP32_ONNX)

@@ -199,14 +199,54 @@ def default_source_embedder(seed: int = 0) -> Callable[[FaceImage], "torch.Tenso
     return embed
 
 
-def _with_sources(faces: Iterable[FaceImage], embed: Callable[[FaceImage], "torch.Tensor"]) -> Iterator[_Item]:
+def np_copy(a):
+    """A writable copy of an array or tensor (arrays read from ONNX files are read-only)."""
+    return a.clone() if hasattr(a, "clone") else np.array(a, copy=True)
+
+
+def source_transform(spec: "ModuleSpec", emap=None) -> "torch.Tensor | None":
+    """The matrix a generator's source goes through (``spec.source_transform == "emap"``), else None:
+    ``emap`` when given; for a user's ONNX file (``spec.origin``) its last initializer; for ffexport's own
+    inswapper the fixed matrix its torch model and export carry."""
+    import torch
+
+    if spec.source_transform != "emap":
+        return None
+    if emap is not None:
+        return torch.as_tensor(np_copy(emap)).detach().float().cpu()
+    path = spec.builder_kwargs.get("onnx") if spec.origin else None
+    if path:
+        from .._lazy import require
+
+        onnx = require("onnx")
+        numpy_helper = require("onnx.numpy_helper")
+        model = onnx.load(str(path))
+        return torch.from_numpy(numpy_helper.to_array(model.graph.initializer[-1]).astype("float32"))
+    from ..models.generator import emap_matrix
+
+    return emap_matrix(spec.inputs[1].shape[-1] if len(spec.inputs) > 1 else 512)
+
+
+def transform_source(unit: "torch.Tensor", emap: "torch.Tensor | None") -> "torch.Tensor":
+    """``normalize(unit @ emap)`` (the inswapper latent), or ``unit`` without a transform; any leading axes."""
+    import torch
+
+    if emap is None:
+        return unit
+    v = unit.float() @ emap.to(unit.device, torch.float32)
+    return v / v.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+
+
+def _with_sources(faces: Iterable[FaceImage], embed: Callable[[FaceImage], "torch.Tensor"],
+                  emap: "torch.Tensor | None" = None) -> Iterator[_Item]:
     """Pair each face with ANOTHER face's identity in a ring: face i gets face i-1's, the first face
-    (emitted last) gets the last face's; a single face gets its own."""
+    (emitted last) gets the last face's; a single face gets its own.  With ``emap`` the identity is the
+    transformed latent (:func:`transform_source`)."""
     import torch
 
     def unit(face: FaceImage) -> torch.Tensor:
         v = torch.as_tensor(embed(face)).detach().float().reshape(-1).cpu()
-        return v / v.norm().clamp(min=1e-12)
+        return transform_source(v / v.norm().clamp(min=1e-12), emap)
 
     it = iter(faces)
     first = next(it, None)
@@ -221,19 +261,21 @@ def _with_sources(faces: Iterable[FaceImage], embed: Callable[[FaceImage], "torc
 
 def module_feeds(spec: "ModuleSpec", faces: Iterable[FaceImage],
                  source_embedder: Callable[[FaceImage], "torch.Tensor"] | None = None,
-                 batch: int = 1, drop_last: bool = False) -> Iterator[dict[str, "torch.Tensor"]]:
+                 batch: int = 1, drop_last: bool = False, emap=None) -> Iterator[dict[str, "torch.Tensor"]]:
     """Stream ``spec``'s inputs built from real faces: dicts of float32 CPU tensors named and shaped as
     the spec says, ``batch`` faces each (the last one smaller unless ``drop_last``).
 
     Generators get ``source`` = the L2-normalised ``source_embedder(face)`` of
     another face of the stream (ring order, see :func:`_with_sources`); without
-    an embedder, ffexport's seeded iResNet-18 (:func:`default_source_embedder`).
+    an embedder, ffexport's seeded iResNet-18 (:func:`default_source_embedder`); a spec whose source goes
+    through ``emap`` gets the transformed latent (:func:`source_transform`; ``emap`` overrides the matrix).
     """
     if batch < 1:
         raise InputSpecError(f"batch must be >= 1, got {batch}")
     build, needs_source = feed_for(spec)
     if needs_source:
-        items: Iterable[_Item] = _with_sources(faces, source_embedder or default_source_embedder())
+        items: Iterable[_Item] = _with_sources(faces, source_embedder or default_source_embedder(),
+                                               source_transform(spec, emap))
     else:
         items = (_Item(f) for f in faces)
     chunk: list[_Item] = []

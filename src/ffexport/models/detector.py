@@ -178,9 +178,10 @@ class RetinaFace(nn.Module):
             loc = self.BboxHead[i](f).reshape(f.shape[0], -1, a, 4)
             landm = self.LandmarkHead[i](f).reshape(f.shape[0], -1, a, 10)
             bbox, kps = _to_insightface(loc, landm, m_over_s)
-            scores.append(F.softmax(cls, dim=-1)[..., 1:])  # P(face), (B, N, 1)
-            boxes.append(bbox.reshape(f.shape[0], -1, 4))
-            points.append(kps.reshape(f.shape[0], -1, 10))
+            # P(face), box distances, keypoints: (B * N, k), batch-major, as insightface's files emit them
+            scores.append(F.softmax(cls, dim=-1)[..., 1:].reshape(-1, 1))
+            boxes.append(bbox.reshape(-1, 4))
+            points.append(kps.reshape(-1, 10))
         return (*scores, *boxes, *points)
 
 

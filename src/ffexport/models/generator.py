@@ -212,6 +212,9 @@ class InswapperGenerator(nn.Module):
         self.up2 = nn.Conv2d(c3, c2, 3, padding=1)
         self.dec = nn.Conv2d(c2, c1, 3, padding=1)
         self.to_rgb = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(c1, 3, 7))
+        # the source transform of the public inswapper_128: the graph takes normalize(normalize(emb) @ emap);
+        # emap is not used by forward(), the export stores it as the graph's last initializer (see EMAP_SEED)
+        self.register_buffer("emap", emap_matrix(latent_size), persistent=False)
 
     def forward(self, target, source):
         x = _lrelu(self.stem(target))
@@ -222,6 +225,16 @@ class InswapperGenerator(nn.Module):
         x = _lrelu(self.up2(_up2x(x)))
         x = self.to_rgb(_lrelu(self.dec(x)))
         return (torch.tanh(x) + 1.0) / 2.0
+
+
+EMAP_SEED = 128
+
+
+def emap_matrix(n: int = LATENT, seed: int = EMAP_SEED) -> torch.Tensor:
+    """A fixed orthogonal ``n x n`` source transform (its own generator: the weights' seed does not move it)."""
+    g = torch.Generator().manual_seed(seed)
+    q, r = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    return (q * torch.sign(torch.diagonal(r))).float().contiguous()
 
 
 def _seed_init(model: nn.Module, out_conv: nn.Conv2d, out_gain: float) -> None:

@@ -30,6 +30,18 @@ def load(path: str | Path):
     return model
 
 
+def last_initializer(model, name: str | None = None):
+    """The array of ``model``'s last initializer when no node reads it (and it is called ``name``), else None."""
+    numpy_helper = require("onnx.numpy_helper")
+    if not model.graph.initializer:
+        return None
+    last = model.graph.initializer[-1]
+    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    if last.name in used or (name is not None and last.name != name):
+        return None
+    return numpy_helper.to_array(last)
+
+
 def op_counts(model) -> dict[str, int]:
     c = collections.Counter(n.op_type for n in model.graph.node)
     return dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))

@@ -24,6 +24,7 @@ import torch
 
 from .. import specs
 from ..errors import InputSpecError, MediaError, NoFaceError, UnknownNameError
+from ..faces.feeds import source_transform, transform_source
 from ..specs.templates import FFHQ_512
 from ..vision import align
 from ..vocab import PRECISIONS
@@ -102,6 +103,8 @@ class Pipeline:
         self._mask_values = mask
         self._sources: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._source: torch.Tensor | None = None
+        self._latent: torch.Tensor | None = None
+        self._emap: torch.Tensor | None = None
         self._reference: torch.Tensor | None = None
         self._pinned: torch.Tensor | None = None
         self._upload_done = None
@@ -109,7 +112,8 @@ class Pipeline:
 
         self.stages: dict[str, Stage] = {}
         try:
-            self.detector_name = resolve_kind(detector, "detector" in self.checkpoints)
+            self.detector_name = resolve_kind(detector, "detector" in self.checkpoints
+                                              or "detector" in self._variants_with_origin())
             detector_stages = {m: self._add_stage(m) for m in detector_modules(self.detector_name)}
             self.detector = make_detector(self.detector_name, detector_stages, self.device,
                                           score_threshold=score_threshold, min_face=min_face,
@@ -121,6 +125,7 @@ class Pipeline:
                 self._add_identity_generator()
             else:
                 self._add_stage("generator", generator)
+            self._emap = source_transform(self.stages["generator"].spec)  # the inswapper latent's matrix
             if self.enhance:
                 self._add_stage("enhancer")
             self._add_stage("blender")
@@ -141,7 +146,16 @@ class Pipeline:
         return value.get(module, value.get("default", default))
 
     def backend_of(self, module: str) -> str:
-        return self._choice(self._backend, module, "torch")
+        b = self._choice(self._backend, module, "torch")
+        if b == "torch" and module in self._variants_with_origin():
+            return "ort"  # a user's ONNX model has no torch form: onnxruntime runs it
+        return b
+
+    def _variants_with_origin(self) -> set[str]:
+        mods = {m: v for m, v in self._variants.items()}
+        if self.generator_name != IDENTITY:
+            mods["generator"] = self.generator_name
+        return {m for m, v in mods.items() if getattr(specs.get(m, v), "origin", "")}
 
     def precision_of(self, module: str) -> str:
         p = self._choice(self._precision, module, "fp32")
@@ -272,6 +286,7 @@ class Pipeline:
     def set_source(self, image, name: str = "source image") -> torch.Tensor:
         """The identity to paste: the largest face of ``image``, embedded once (LRU cache by content hash)."""
         self._source = self.embedding(image, name)
+        self._latent = None
         return self._source
 
     def set_reference(self, image, name: str = "reference image") -> torch.Tensor:
@@ -369,7 +384,9 @@ class Pipeline:
             targets, M = align.align_crop(images, kps, gen.spec.template, size, image_index=index)
             targets01 = align.normalize(targets, gen.spec.preprocess)
         with self._t("swap"):
-            src = self._source.to(self.device)[None].expand(kps.shape[0], -1).contiguous()
+            if self._latent is None:  # the source identity as the generator takes it, once per source
+                self._latent = transform_source(self._source.to(self.device), self._emap)
+            src = self._latent[None].expand(kps.shape[0], -1).contiguous()
             swapped = gen.run({"target": targets01, "source": src})["output"]
             swapped = self._output01(gen, swapped).to(self.device)
         work = images  # the float copy of the upload: composited in place

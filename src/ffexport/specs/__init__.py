@@ -21,12 +21,15 @@ _LOADED = False
 _KIND_FILES = ("detector", "landmarker", "encoder", "generator", "enhancer", "blender", "mtcnn")
 
 
-def register(spec: ModuleSpec, default: bool = False) -> ModuleSpec:
+def register(spec: ModuleSpec, default: bool = False, replace_existing: bool = False) -> ModuleSpec:
     """Add ``spec`` to the registry (``default``: it becomes its module's default variant).  A module
     registered outside ffexport needs only its spec (with its ``builder``, ``feed`` and gates) and the
-    torch builder it names: export, the passes, engine builds and the benchmark then work for it."""
+    torch builder it names: export, the passes, engine builds and the benchmark then work for it.
+    ``replace_existing``: a variant registered again (a user's ONNX file adopted again) replaces the old one."""
+    if spec.module not in _REGISTRY:
+        _load()
     variants = _REGISTRY.setdefault(spec.module, {})
-    if spec.variant in variants:
+    if spec.variant in variants and not replace_existing:
         raise ValueError(f"duplicate spec {spec.key}")
     variants[spec.variant] = spec
     if default or spec.module not in _DEFAULT:
@@ -57,8 +60,12 @@ def modules() -> list[str]:
     return list(_REGISTRY)
 
 
-def unregister(module: str) -> None:
-    """Remove ``module`` and its variants (a module registered for a while, by a test or a plugin)."""
+def unregister(module: str, variant: str | None = None) -> None:
+    """Remove ``module`` and its variants, or only its ``variant`` (registered for a while, by a test, a plugin or
+    a user's ONNX file)."""
+    if variant is not None:
+        _REGISTRY.get(module, {}).pop(variant, None)
+        return
     _REGISTRY.pop(module, None)
     _DEFAULT.pop(module, None)
 

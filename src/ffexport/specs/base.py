@@ -137,6 +137,12 @@ class ModuleSpec:
     full_frame: bool = False  # fed whole frames (no landmarks needed), not crops aligned by landmarks
     ci: bool = False  # the variant CI tests this module with (the real architecture at its smallest size)
     quantizable: bool = True  # False: no weights INT8 makes cheaper (its int8.onnx is its FP32 graph)
+    # "emap": the generator's ``source`` input is ``normalize(normalize(embedding) @ emap)``, ``emap`` being the
+    # 512 x 512 matrix stored as the last initializer of the module's FP32 ONNX (the public inswapper layout)
+    source_transform: str = ""
+    # "" for a module ffexport builds in torch; for a user's ONNX file (``--onnx MODULE=PATH``) the layout it
+    # was recognised as and the file's name: that file, not a torch model, is its FP32 reference
+    origin: str = ""
 
     @property
     def key(self) -> str:
@@ -179,5 +185,6 @@ class ModuleSpec:
             "preprocess": self.preprocess.describe() if self.preprocess else None,
             "template": self.template.name if self.template else None,
             "output_semantics": self.output_semantics,
+            **({"source_transform": self.source_transform} if self.source_transform else {}),
         }
 

@@ -15,13 +15,19 @@ def _count(stride: int, size: int = INPUT) -> int:
     return (size // stride) ** 2 * ANCHORS_PER_LOCATION
 
 
+def _anchors(s: int) -> str:
+    """The output rows of stride ``s``: batch x its anchors, batch-major (insightface's 2-D layout)."""
+    return f"anchors_{s}"
+
+
 _outputs = tuple(
-    [TensorSpec(f"score_{s}", (BATCH, _count(s), 1), value_range=(0.0, 1.0),
-                doc=f"face probability per anchor, stride {s}") for s in STRIDES]
-    + [TensorSpec(f"bbox_{s}", (BATCH, _count(s), 4),
+    [TensorSpec(f"score_{s}", (_anchors(s), 1), value_range=(0.0, 1.0),
+                doc=f"face probability per anchor, stride {s}; {_count(s)} rows per image", example={_anchors(s): _count(s)})
+     for s in STRIDES]
+    + [TensorSpec(f"bbox_{s}", (_anchors(s), 4), example={_anchors(s): _count(s)},
                   doc=f"box distances (left, top, right, bottom) from the anchor centre, in units of stride {s}")
        for s in STRIDES]
-    + [TensorSpec(f"kps_{s}", (BATCH, _count(s), 10),
+    + [TensorSpec(f"kps_{s}", (_anchors(s), 10), example={_anchors(s): _count(s)},
                   doc=f"5 keypoints (x, y) as offsets from the anchor centre, in units of stride {s}")
        for s in STRIDES]
 )
@@ -41,9 +47,10 @@ RETINAFACE = register(ModuleSpec(
     input_size=(INPUT, INPUT),
     preprocess=Preprocess("BGR", (127.5, 127.5, 127.5), (128.0, 128.0, 128.0)),
     template=None,
-    output_semantics=("per stride s in (8, 16, 32): anchors in row-major (y, x) order, 2 per location, "
-                      "centre (x*s, y*s); box = centre -/+ distance*s; keypoint = centre + offset*s "
-                      "(insightface retinaface/scrfd layout)"),
+    output_semantics=("per stride s in (8, 16, 32): 2-D (batch x anchors, k), images one after another; anchors "
+                      "in row-major (y, x) order, 2 per location, centre (x*s, y*s); box = centre -/+ distance*s; "
+                      "keypoint = centre + offset*s (insightface retinaface/scrfd layout: its RetinaFace and SCRFD "
+                      "classes and FaceFusion read these files)"),
     task="detection",
     gates={
         "fp32": gates(("box_iou_min", ">=", 0.99), ("kps_err_px", "<=", 0.1)),

@@ -10,17 +10,21 @@ from .templates import ARCFACE_128, SIMSWAP_256
 from . import register
 
 
-def _io(size: int):
+def _io(size: int, emap: bool = False):
     return (
         (TensorSpec("target", (BATCH, 3, size, size), value_range=(0.0, 1.0),
                     doc=f"{size}x{size} RGB target face crop in [0, 1]"),
-         TensorSpec("source", (BATCH, 512), doc="source identity latent (L2-normalised ArcFace embedding)")),
+         TensorSpec("source", (BATCH, 512), doc=EMAP_SOURCE if emap else RAW_SOURCE)),
         (TensorSpec("output", (BATCH, 3, size, size), value_range=(0.0, 1.0),
                     doc=f"{size}x{size} RGB swapped face in [0, 1], same alignment as target"),),
     )
 
 
-_in128, _out128 = _io(128)
+RAW_SOURCE = "source identity latent (L2-normalised ArcFace embedding)"
+EMAP_SOURCE = ("source identity latent normalize(normalize(embedding) @ emap), emap the 512x512 last initializer "
+               "of the FP32 ONNX (the public inswapper_128 layout)")
+
+_in128, _out128 = _io(128, emap=True)
 INSWAPPER = register(ModuleSpec(
     module="generator",
     variant="inswapper-128",
@@ -34,10 +38,15 @@ INSWAPPER = register(ModuleSpec(
     preprocess=RGB_01,
     template=ARCFACE_128,
     output_semantics="swapped face crop aligned like the target crop; paste back with the inverse of the target's warp",
+    source_transform="emap",
     task="image",
     gates=IMAGE_GATES,
     fp16_block_ops=FP16_BLOCK_DEFAULT,
 ), default=True)
+
+register(replace(INSWAPPER, variant="inswapper-128-small",
+                 summary="inswapper-128 layout at width 16 with 2 style blocks (small, for CI)",
+                 builder_kwargs={"arch": "inswapper", "size": 128, "width": 16, "n_blocks": 2}))
 
 _in256, _out256 = _io(256)
 SIMSWAP = register(replace(
@@ -46,7 +55,7 @@ SIMSWAP = register(replace(
     summary="SimSwap 256: 7x7 conv, 3 stride-2 downsamples, 9 AdaIN residual blocks, bilinear upsampling decoder",
     inputs=_in256, outputs=_out256,
     builder_kwargs={"arch": "simswap", "size": 256, "lite": False},
-    input_size=(256, 256), template=SIMSWAP_256,
+    input_size=(256, 256), template=SIMSWAP_256, source_transform="",
     notes="parameter names follow SimSwap's Generator_Adain_Upsample (first_layer, down1-3, BottleNeck, up1-3, last_layer)",
 ))
 register(replace(

@@ -1,8 +1,9 @@
 """Detector post-processing for the insightface output layout (torch only, any device).
 
-The detector emits, per stride ``s``, ``score_s`` (B, N, 1), ``bbox_s``
-(B, N, 4) and ``kps_s`` (B, N, 10) for N = (size / s)^2 * A anchors, row-major
-over (y, x) with A anchors per location centred at ``(x * s, y * s)``:
+The detector emits, per stride ``s``, ``score_s`` (B*N, 1), ``bbox_s``
+(B*N, 4) and ``kps_s`` (B*N, 10) -- images one after another, as insightface's
+files do; a (B, N, k) output is read too -- for N = (size / s)^2 * A anchors,
+row-major over (y, x) with A anchors per location centred at ``(x * s, y * s)``:
 
     box      = (cx - l*s, cy - t*s, cx + r*s, cy + b*s)       (xyxy, input pixels)
     keypoint = (cx + dx*s, cy + dy*s)
@@ -41,13 +42,22 @@ def _get(outputs: Mapping[str, torch.Tensor], name: str) -> torch.Tensor:
     return torch.as_tensor(outputs[name])
 
 
+def _batched(t: torch.Tensor, n: int, width: int) -> torch.Tensor:
+    """(B*N, k) or (B, N, k) -> (B, N, k); a row count that is no multiple of ``n`` is left for the caller's check."""
+    if t.ndim == 2 and t.shape[0] % n == 0 and t.shape[-1] == width:
+        return t.reshape(-1, n, width)
+    return t if t.ndim == 3 else t.reshape(1, -1, width)
+
+
 def decode_all(outputs: Mapping[str, torch.Tensor], input_size: int | tuple[int, int] = 640,
                strides: Sequence[int] = STRIDES, num_anchors: int = 2) -> Detections:
     """Every anchor's box (B, N, 4), keypoints (B, N, 5, 2) and score (B, N), all strides concatenated."""
     boxes, kps, scores = [], [], []
     for s in strides:
-        score, dist, off = _get(outputs, f"score_{s}"), _get(outputs, f"bbox_{s}"), _get(outputs, f"kps_{s}")
-        c = anchor_centers(input_size, s, num_anchors, device=dist.device)  # float32
+        c = anchor_centers(input_size, s, num_anchors, device=outputs[f"bbox_{s}"].device
+                           if f"bbox_{s}" in outputs else None)  # float32
+        n = c.shape[0]
+        score, dist, off = (_batched(_get(outputs, f"{k}_{s}"), n, w) for k, w in (("score", 1), ("bbox", 4), ("kps", 10)))
         if dist.shape[1] != c.shape[0]:
             raise InputSpecError(f"bbox_{s} has {dist.shape[1]} anchors; input size {input_size} "
                                  f"with {num_anchors} anchors per location needs {c.shape[0]}")

@@ -53,6 +53,10 @@ class Judge:
         if self._torch is not None or not self._want_torch:
             return self._torch
         rec = self.target.export_record() if self.target.registered else None
+        if rec is None and getattr(self.spec, "origin", ""):
+            self.torch_note = f"no torch reference: {self.spec.origin}; its FP32 ONNX is the reference"
+            self._want_torch = False
+            return None
         if rec is None:
             self.torch_note = ("no torch reference: " + ("a bring-your-own model" if not self.target.registered
                                else f"no export record for {self.target.fp32.name} in {self.target.folder}"))
