@@ -42,6 +42,8 @@ class NaiveModel:
     def __init__(self, spec, backend: str, precision: str, device: str, out: str | Path):
         self.spec, self.backend, self.precision, self.device = spec, backend, precision, device
         self.source = ""
+        if backend == "torch" and getattr(spec, "origin", ""):
+            backend = self.backend = "ort"  # a user's ONNX file has no torch form (as in the reference pipeline)
         if backend == "torch":
             import torch
 
@@ -257,6 +259,10 @@ class NaivePipeline:
             raise
         self.detector = NaiveMTCNN(*(self.models[m] for m in MTCNN_MODULES))
         self._source: tuple[np.ndarray, np.ndarray] | None = None
+        from ..faces.feeds import source_transform
+
+        emap = source_transform(self.models["generator"].spec)
+        self._emap = emap.numpy() if emap is not None else None
 
     # --- the Pipeline-like surface the benchmark uses ----------------------------------------------
     def describe(self) -> list[dict]:
@@ -299,7 +305,11 @@ class NaivePipeline:
         crop = _warp(image, _matrix(points, enc.spec.template, size), size)
         emb = enc(**{enc.spec.input_names[0]: _blob(crop, enc.spec.preprocess, (size, size))})
         emb = emb[enc.spec.output_names[0]][0]
-        return (emb / max(float(np.linalg.norm(emb)), 1e-12)).astype(np.float32)
+        emb = emb / max(float(np.linalg.norm(emb)), 1e-12)
+        if self._emap is not None:  # the inswapper latent, as insightface's scripts compute it
+            emb = emb @ self._emap
+            emb = emb / max(float(np.linalg.norm(emb)), 1e-12)
+        return emb.astype(np.float32)
 
     def process_frame(self, frame: np.ndarray) -> np.ndarray:
         if self._source is None:

@@ -10,7 +10,7 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ModelLoadError
 from .._lazy import require
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,6 +34,8 @@ def build_model(spec: "ModuleSpec", checkpoint: str | Path | None = None, seed: 
     seed gives the same weights on every machine.  With one, the state dict
     must match the architecture exactly (strict).
     """
+    if getattr(spec, "origin", "") and not spec.builder:
+        raise ModelLoadError(f"{spec.key} is {spec.origin}: it has no torch model; run it with --backend ort or trt")
     torch = require("torch", "building models")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
