@@ -90,9 +90,8 @@ def read_graph(model, path: Path) -> Graph:
     outputs = [Tensor(o.name, dims[o.name]) for o in model.graph.output]
     last = model.graph.initializer[-1] if model.graph.initializer else None
     emap = None
-    if last is not None and last.name == "emap" or (last is not None and list(last.dims) == [512, 512]):
-        used = {i for n in model.graph.node for i in n.input}
-        if last.name not in used:
+    if last is not None and (last.name == "emap" or list(last.dims) == [512, 512]):
+        if last.name not in {i for n in model.graph.node for i in n.input}:
             emap = tuple(last.dims)
     return Graph(Path(path), inputs, outputs, [n.op_type for n in model.graph.node[:8]], emap)
 

@@ -7,6 +7,8 @@ for a module registered outside ffexport."""
 
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
@@ -216,15 +218,21 @@ def source_transform(spec: "ModuleSpec", emap=None) -> "torch.Tensor | None":
         return torch.as_tensor(np_copy(emap)).detach().float().cpu()
     path = spec.builder_kwargs.get("onnx") if spec.origin else None
     if path:
-        from .._lazy import require
-
-        onnx = require("onnx")
-        numpy_helper = require("onnx.numpy_helper")
-        model = onnx.load(str(path))
-        return torch.from_numpy(numpy_helper.to_array(model.graph.initializer[-1]).astype("float32"))
+        st = os.stat(path)
+        return torch.from_numpy(_last_initializer(str(path), st.st_mtime_ns, st.st_size))
     from ..models.generator import emap_matrix
 
     return emap_matrix(spec.inputs[1].shape[-1] if len(spec.inputs) > 1 else 512)
+
+
+@functools.lru_cache(maxsize=4)
+def _last_initializer(path: str, mtime_ns: int, size: int) -> np.ndarray:
+    """The last initializer of the ONNX file ``path`` as float32, read once per file version (a generator's
+    ONNX is hundreds of MB; feeds, calibration and the pipeline all ask for its emap)."""
+    from .._lazy import require
+
+    model = require("onnx").load(path)
+    return require("onnx.numpy_helper").to_array(model.graph.initializer[-1]).astype("float32")
 
 
 def transform_source(unit: "torch.Tensor", emap: "torch.Tensor | None") -> "torch.Tensor":
