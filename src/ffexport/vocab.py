@@ -4,7 +4,9 @@ file names of the artifacts in a module's folder."""
 from __future__ import annotations
 
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
-BACKENDS: tuple[str, ...] = ("torch", "ort", "trt")
+BACKENDS: tuple[str, ...] = ("torch", "compile", "ort", "trt")
+# the backends that run the torch module itself (eager, or through torch.compile): no ONNX artifact, fp32/fp16 only
+TORCH_BACKENDS: tuple[str, ...] = ("torch", "compile")
 
 # the artifacts of a module's folder (``artifacts/<module>[.<variant>]/``)
 FP32_ONNX = "fp32.onnx"          # the export: the root of the lineage

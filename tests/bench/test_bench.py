@@ -125,11 +125,12 @@ def test_pipeline_bench_beside_the_naive_baseline(bench_dir):
     """Reference pipeline and naive baseline on the same tiny frames, decode/encode included; ratio reported."""
     out = bench_dir / "pipeline"
     res = run_bench(Settings(modules=[], backends="torch", precisions=["fp32"], pipeline=True, resolution="320x180",
-                             frames=2, naive_frames=1, faces=1, enhance=False, warmup=1,
+                             pipeline_batches=[1, 2], frames=2, naive_frames=1, faces=1, enhance=False, warmup=1,
                              variants={"encoder": "iresnet18", "generator": "simswap-256-lite"}, calib=str(CALIB),
                              out=str(bench_dir / "artifacts"), report=str(out)))
-    ref = _row(res, kind="pipeline", pipeline="reference")
+    ref = _row(res, kind="pipeline", pipeline="reference", batch=1)
     naive = _row(res, kind="pipeline", pipeline="naive")
+    assert naive["batch"] == 1  # the naive baseline runs frame by frame only
     for r in (ref, naive):
         assert r["status"] == "ok", r.get("reason")
         assert r["fps"] > 0 and r["frame_latency_ms"]["n"] == r["frames"]
@@ -144,7 +145,11 @@ def test_pipeline_bench_beside_the_naive_baseline(bench_dir):
     assert ratio == pytest.approx(ref["fps"] / naive["fps"], rel=0.02)
     md = (out / "results.md").read_text()
     assert "| " + " | ".join(PIPELINE_COLUMNS) + " |" in md and f"{ratio:.2f}x" in md
-    for name in ("pipeline_fps.png", "pipeline_stages.png"):
+    two = _row(res, kind="pipeline", pipeline="reference", batch=2)  # --pipeline-batch 1,2: both frames in one call
+    assert two["status"] == "ok" and two["frames"] == 2 and two["frame_latency_ms"]["n"] == 1
+    assert two["faces_swapped_per_frame"] >= 1 and two["fps"] > 0 and two["memory"]
+    assert "| reference | torch (cpu) | fp32 | 2 |" in md
+    for name in ("pipeline_fps.png", "pipeline_stages.png", "pipeline_batch.png"):
         assert (out / name).read_bytes()[:8] == PNG
 
 
@@ -187,6 +192,14 @@ def test_gpu_plan_rows_reasons_and_order():
              1 if r["kind"] == "pipeline" else 2 if r["device"] == "cuda" else 3 for r in rows]
     assert tiers == sorted(tiers)
     assert [r["pipeline"] for r in pipes[:2]] == ["reference", "naive"]
+    # the compile backend: fp32/fp16 (int8 is an ONNX artifact), pipeline rows at each --pipeline-batch, no naive
+    compiled = Settings(modules=["encoder"], backends="compile", precisions=["fp16", "int8"], pipeline=True,
+                        pipeline_batches=[1, 8])
+    got = plan_rows(compiled, env, "cuda")
+    assert [(r["kind"], r["precision"], r["status"]) for r in got if r["kind"] == "module"] == [
+        ("module", "fp16", "pending"), ("module", "int8", "not_runnable")]
+    assert sorted((r["pipeline"], r["precision"], r["batch"]) for r in got if r["kind"] == "pipeline") == [
+        ("reference", "fp16", 1), ("reference", "fp16", 8), ("reference", "int8", 1), ("reference", "int8", 8)]
     # the detector's engine profile ends at batch 4 (configs/detector.yaml): its batch-8 TensorRT rows say so
     env["tensorrt"] = {"ok": True, "reason": "TensorRT 10.x on NVIDIA H100"}
     det8 = [r for r in plan_rows(settings, env, "cuda") if r.get("module") == "detector" and r["backend"] == "trt" and r["batch"] == 8]

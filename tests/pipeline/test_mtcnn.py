@@ -227,3 +227,96 @@ def test_pipeline_detector_reports_pixel_centres_and_detects_large_frames_on_a_s
     finally:
         for s in stages.values():
             s.close()
+
+
+def _clip_frames(tmp_path, n: int = 8) -> torch.Tensor:
+    """The frames of the pipeline tests' clip (pans and zooms over the astronaut), as decoded from the file (as
+    drawn where PyAV is missing, e.g. on the GPU host)."""
+    from helpers.media import _view, astronaut, make_video, read_video
+
+    if importlib.util.find_spec("av") is None:
+        frames = [_view(astronaut(), i / n, (240, 320)) for i in range(n)]
+    else:
+        frames, _ = read_video(make_video(tmp_path / "clip.mp4", frames=n))
+    return torch.cat([to_tensor_image(f) for f in frames])
+
+
+def _same_faces(a, b, atol=1e-3):
+    assert len(a) == len(b)
+    for (ab, ap, as_), (bb, bp, bs) in zip(a, b):
+        assert ab.shape == bb.shape and ap.shape == bp.shape
+        assert torch.allclose(ab, bb, atol=atol) and torch.allclose(ap, bp, atol=atol)
+        assert torch.allclose(as_, bs, atol=1e-5)
+
+
+def test_fixed_shape_cascade_finds_the_same_faces_as_the_variable_one(detector, astronaut, tmp_path):
+    """The GPU form of the cascade (fixed candidate buffers, masks, one read-back) against the variable-size
+    cascade run on each frame alone, on the test clip, the astronaut, its mirror and a blank frame."""
+    from ffexport.pipeline.mtcnn import Capacity
+
+    clip = _clip_frames(tmp_path)
+    fixed = MTCNNDetector(detector.pnet, detector.rnet, detector.onet, capacity=Capacity())
+    frames = torch.cat([clip, astronaut[:, :, :240, :320], torch.full_like(clip[:1], 128.0)])
+    got = fixed.detect(frames)
+    assert fixed.fallbacks == 0
+    alone = [detector.detect(frames[i:i + 1])[0] for i in range(frames.shape[0])]
+    _same_faces(got, alone)
+    assert [r[0].shape[0] for r in got[:-1]] == [1] * (frames.shape[0] - 1) and got[-1][0].shape == (0, 4)
+    # whole photographs too (several pyramid levels more)
+    _same_faces(fixed.detect(torch.cat([astronaut, astronaut.flip(-1)])),
+                [detector.detect(astronaut)[0], detector.detect(astronaut.flip(-1))[0]])
+
+
+@pytest.mark.parametrize("capacity", [dict(level=4), dict(pool=8), dict(refine=2), dict(output=1), dict(rounds=0)])
+def test_fixed_shape_cascade_hands_an_overflowing_batch_to_the_variable_one(detector, astronaut, capacity):
+    from ffexport.pipeline.mtcnn import Capacity
+
+    small = MTCNNDetector(detector.pnet, detector.rnet, detector.onet, capacity=Capacity(**capacity))
+    got = small.detect(astronaut)
+    assert small.fallbacks == 1
+    _same_faces(got, detector.detect(astronaut))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fixed_shape_cascade_never_waits_for_the_host_before_its_read_back(astronaut):
+    from ffexport.pipeline.mtcnn import Capacity
+
+    gpu = MTCNNDetector.from_torch("cuda", capacity=Capacity())
+    images = torch.cat([astronaut, astronaut.flip(-1)]).cuda()
+    gpu.detect(images)  # warm-up (cuDNN picks its algorithms)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        boxes, scores, valid, _ = gpu._propose_fixed(images, gpu.capacity)
+        boxes, valid, _ = gpu._refine_fixed(images, boxes, valid, gpu.capacity)
+        gpu._output_fixed(images, boxes, valid, gpu.capacity)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert [r[0].shape[0] for r in gpu.detect(images)] == [1, 1]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cascade_as_a_cuda_graph_finds_the_same_faces(astronaut, tmp_path):
+    """The fixed-shape cascade captured as a CUDA graph (one per input shape) and replayed: the same faces as the
+    variable-size cascade, and faces returned from one replay survive the next."""
+    from ffexport.pipeline.mtcnn import Capacity
+
+    graphed = MTCNNDetector.from_torch("cuda", capacity=Capacity(), cuda_graphs=True)
+    plain = MTCNNDetector.from_torch("cuda")
+    clip = _clip_frames(tmp_path).cuda()
+    first = graphed.detect(clip[:4])
+    second = graphed.detect(clip[4:])
+    assert len(graphed._graphs) == 1 and graphed.fallbacks == 0
+    _same_faces(first + second, [plain.detect(clip[i:i + 1])[0] for i in range(clip.shape[0])], atol=1e-2)
+
+
+def test_area_pyramid_from_the_integral_image_matches_area_interpolation(astronaut):
+    """The GPU form of MTCNN's pyramid (prefix sums, four gathers) gives F.interpolate(mode="area")'s numbers."""
+    import torch.nn.functional as F
+
+    from ffexport.vision.mtcnn import AreaPyramid
+
+    images = torch.cat([astronaut, astronaut.flip(-1)])[:, :, :300, :451] + torch.rand(2, 3, 300, 451)
+    pyramid = AreaPyramid(images, integral=True)
+    for size in ((180, 271), (127, 191), (12, 18), (300, 451), (13, 12)):
+        want = F.interpolate(images, size=size, mode="area")
+        assert torch.allclose(pyramid.level(size), want, atol=1e-4), size

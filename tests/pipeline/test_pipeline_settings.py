@@ -103,7 +103,7 @@ def test_flags_override_the_file(tmp_path):
     ("blend: fancy\n", "blend: unknown blend mode 'fancy'; valid: box, poisson"),
     ("blnd: box\n", "unknown key 'blnd'; valid: modules, backend, precision, stages, detector, detect_max_side"),
     ("precision: fp8\n", "precision: unknown precision 'fp8'; valid: fp16, fp32, int8"),
-    ("backend: onnx\n", "backend: unknown backend 'onnx'; valid: ort, torch, trt"),
+    ("backend: onnx\n", "backend: unknown backend 'onnx'; valid: compile, ort, torch, trt"),
     ("stages: {generator: {backend: trt, precision: 16}}\n",
      "stages.generator.precision: precision must be a name, one of fp16, fp32, int8; got 16 (int)"),
     ("stages: {generator: {prec: fp16}}\n", "stages.generator: unknown key 'prec'; valid: backend, precision"),

@@ -10,11 +10,15 @@ from .base import BACKENDS, Runner  # noqa: F401
 
 def open_runner(backend: str, *, spec=None, model=None, path: str | Path | None = None,
                 device: str = "cpu", precision: str = "fp32", **kw) -> Runner:
-    """A runner for ``backend``: torch needs ``model``; ort and trt need ``path`` (ONNX / engine)."""
+    """A runner for ``backend``: torch and compile need ``model``; ort and trt need ``path`` (ONNX / engine)."""
     if backend == "torch":
         from .torch import TorchRunner
 
         return TorchRunner(model, spec=spec, device=device, precision=precision, **kw)
+    if backend == "compile":
+        from .compiled import CompileRunner
+
+        return CompileRunner(model, spec=spec, device=device, precision=precision, **kw)
     if backend == "ort":
         from .ort import OrtRunner
 

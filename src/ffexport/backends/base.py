@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..specs.base import ModuleSpec
 
-BACKENDS = ("torch", "ort", "trt")
+BACKENDS = ("torch", "compile", "ort", "trt")
 
 
 class Runner(abc.ABC):

@@ -311,6 +311,10 @@ class NaivePipeline:
             emb = emb / max(float(np.linalg.norm(emb)), 1e-12)
         return emb.astype(np.float32)
 
+    def process_frames(self, frames) -> list[np.ndarray]:
+        """Frame by frame: the naive baseline never batches."""
+        return [self.process_frame(f) for f in frames]
+
     def process_frame(self, frame: np.ndarray) -> np.ndarray:
         if self._source is None:
             raise InputSpecError("no source face: call set_source(image) first")

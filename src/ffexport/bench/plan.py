@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass, field
 
 from ..errors import InputSpecError, UnknownNameError
-from ..vocab import BACKENDS, PRECISIONS
+from ..vocab import BACKENDS, PRECISIONS, TORCH_BACKENDS
 
 DEVICES = ("cuda", "cpu")
 ISOLATION = ("forkserver", "subprocess")  # how a row gets its fresh process (see ffexport.bench.pool)
@@ -47,6 +47,7 @@ class Settings:
     max_time: float | None = 10.0
     rotate: int = 4
     pipeline: bool = False
+    pipeline_batches: list[int] = field(default_factory=lambda: [1])  # frames per pipeline call
     resolution: str = "1080p"
     frames: int = 32
     faces: int = 1
@@ -122,13 +123,13 @@ def parse_precisions(text: str) -> list[str]:
     return parse_list(text, PRECISIONS, "precision")
 
 
-def parse_batches(text: str) -> list[int]:
+def parse_batches(text: str, option: str = "--batch") -> list[int]:
     try:
         out = [int(s) for s in str(text).split(",") if s.strip()]
     except ValueError:
-        raise InputSpecError(f"--batch expects comma-separated positive integers, got {text!r}") from None
+        raise InputSpecError(f"{option} expects comma-separated positive integers, got {text!r}") from None
     if not out or any(b < 1 for b in out):
-        raise InputSpecError(f"--batch expects comma-separated positive integers, got {text!r}")
+        raise InputSpecError(f"{option} expects comma-separated positive integers, got {text!r}")
     return sorted(set(out))
 
 
@@ -175,15 +176,16 @@ def row_key(row: dict) -> str:
     """The identity of a row across runs (what ``--resume`` matches on)."""
     if row["kind"] == "module":
         return "|".join(str(row[k]) for k in ("kind", "module", "variant", "backend", "device", "precision", "batch"))
-    return "|".join(str(row[k]) for k in ("kind", "pipeline", "backend", "device", "precision", "resolution", "faces"))
+    return "|".join(str(row.get(k, 1)) for k in ("kind", "pipeline", "backend", "device", "precision", "resolution",
+                                                 "faces", "batch"))
 
 
 # --- the plan -------------------------------------------------------------------------------------
 
 def why_not(env: dict, backend: Backend, precision: str) -> str | None:
     """Why ``backend`` at ``precision`` cannot run on the machine ``env`` describes (None when it can)."""
-    if backend.name == "torch" and precision == "int8":
-        return ("the torch backend runs fp32 and fp16; int8 is a Q/DQ ONNX artifact "
+    if backend.name in TORCH_BACKENDS and precision == "int8":
+        return (f"the {backend.name} backend runs fp32 and fp16; int8 is a Q/DQ ONNX artifact "
                 "(its rows are the ort and trt ones)")
     if backend.device == "cuda" and not env.get("torch", {}).get("cuda"):
         return f"no CUDA GPU here (torch {env.get('torch', {}).get('version', '?')} sees none)"
@@ -260,7 +262,7 @@ def plan_rows(s: Settings, env: dict, device: str) -> list[dict]:
                     row = {"kind": "module", "module": spec.module, "variant": spec.variant, "backend": b.name,
                            "device": b.device, "precision": p, "batch": batch}
                     reason = why_not(env, b, p)
-                    if reason is None and spec.origin and b.name == "torch":
+                    if reason is None and spec.origin and b.name in TORCH_BACKENDS:
                         reason = f"{spec.origin} has no torch form: it runs on ort and trt"
                     elif reason is None and spec.origin and batch > spec.batch_profile[2]:
                         reason = f"{spec.origin} takes batch {spec.batch_profile[2]} at most (its graph fixes it)"
@@ -273,12 +275,17 @@ def plan_rows(s: Settings, env: dict, device: str) -> list[dict]:
         # the pipeline runs on the main device only (a CPU pipeline on a GPU machine says little)
         for b in (b for b in backends if b.device == device or b.name == "trt"):
             for p in s.precisions:
-                for kind in ("reference", "naive") if s.naive else ("reference",):
-                    row = {"kind": "pipeline", "pipeline": kind, "backend": b.name, "device": b.device,
-                           "precision": p, "resolution": s.resolution, "faces": s.faces}
-                    rows.append(_status(row, why_not(env, b, p)))
+                for batch in s.pipeline_batches:
+                    # the naive baseline is eager, one frame at a time, by definition
+                    naive = s.naive and b.name != "compile" and batch == min(s.pipeline_batches)
+                    for kind in ("reference", "naive") if naive else ("reference",):
+                        row = {"kind": "pipeline", "pipeline": kind, "backend": b.name, "device": b.device,
+                               "precision": p, "resolution": s.resolution, "faces": s.faces,
+                               "batch": 1 if kind == "naive" else batch}
+                        rows.append(_status(row, why_not(env, b, p)))
     tiers = {"module": lambda r: 0 if (r["batch"] == 1 and r["device"] == device) else (
         2 if r["device"] == device else 3), "pipeline": lambda r: 1 if r["device"] == device else 3}
+    # pipeline rows: batch by batch; module rows keep their own batch order
     order = {m: i for i, m in enumerate(s.modules)}
     brank = {b: i for i, b in enumerate(BACKENDS)}
     prank = {p: i for i, p in enumerate(PRECISIONS)}

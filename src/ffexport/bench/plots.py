@@ -3,8 +3,9 @@
 They draw the numbers of :mod:`ffexport.bench.report`'s tables (speed-ups, stage rows); the report takes
 the plots as a function (``write_reports(res, out, plots=make_plots)``), so it never imports this module.
 
-At most four files: ``latency_b1.png`` (and ``latency_b<N>.png`` for the
-largest other batch), ``pipeline_fps.png`` and ``pipeline_stages.png``.
+At most five files: ``latency_b1.png`` (and ``latency_b<N>.png`` for the
+largest other batch), ``pipeline_fps.png``, ``pipeline_stages.png`` and, with several pipeline batches,
+``pipeline_batch.png`` (FPS against batch, with the published A100 figure as a line).
 """
 
 from __future__ import annotations
@@ -82,7 +83,47 @@ def latency_plot(res: dict, batch: int, path: Path) -> Path | None:
 
 
 def _run_label(r: dict) -> str:
-    return f"{r['backend']}/{r['device']} {r['precision']}"
+    batch = r.get("batch", 1)
+    return f"{r['backend']}/{r['device']} {r['precision']}" + (f" b{batch}" if batch != 1 else "")
+
+
+# what users compare with: FaceFusion's pipeline on an A100 with TensorRT FP16 at 1080p (a published figure)
+A100_REFERENCE_FPS = 92.0
+
+
+def pipeline_batch_plot(res: dict, path: Path) -> Path | None:
+    """Reference-pipeline FPS against frames per call, a line per backend and precision, with the published
+    A100 figure as a reference line (drawn when at least two batches ran)."""
+    rows = _ok(res["rows"], kind="pipeline", pipeline="reference")
+    if len({r.get("batch", 1) for r in rows}) < 2:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    lines: dict[str, list] = {}
+    for r in sorted(rows, key=lambda r: r.get("batch", 1)):
+        lines.setdefault(f"{r['backend']}/{r['device']} {r['precision']}", []).append((r.get("batch", 1), r["fps"]))
+    for label, pts in lines.items():
+        xs, ys = zip(*pts)
+        ax.plot(xs, ys, marker="o", label=label)
+        for x, y in pts:
+            ax.annotate(f"{y:.0f}", (x, y), xytext=(0, 4), textcoords="offset points", ha="center", fontsize=7)
+    ax.axhline(A100_REFERENCE_FPS, color="#999999", linestyle="--", linewidth=1)
+    ax.text(ax.get_xlim()[0], A100_REFERENCE_FPS, " A100, TensorRT FP16 (published, FaceFusion)", fontsize=7,
+            va="bottom", color="#666666")
+    ax.set_xscale("log", base=2)
+    batches = sorted({r.get("batch", 1) for r in rows})
+    ax.set_xticks(batches, [str(b) for b in batches])
+    ax.set_xlabel("frames per pipeline call (batch)")
+    ax.set_ylabel("frames per second")
+    ax.set_ylim(bottom=0)
+    s = res["settings"]
+    enh = "with enhancer" if s.get("enhance") else "no enhancer"
+    ax.set_title(f"{res['host']}: pipeline at {s['resolution']}, {enh}", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path
 
 
 def pipeline_fps_plot(res: dict, path: Path) -> Path | None:
@@ -160,5 +201,6 @@ def make_plots(res: dict, out: str | Path) -> list[Path]:
     batches = sorted({r["batch"] for r in _ok(res["rows"], kind="module")})
     wanted = batches[:1] + ([batches[-1]] if len(batches) > 1 else [])
     made = [latency_plot(res, b, out / f"latency_b{b}.png") for b in wanted]
-    made += [pipeline_fps_plot(res, out / "pipeline_fps.png"), pipeline_stages_plot(res, out / "pipeline_stages.png")]
+    made += [pipeline_fps_plot(res, out / "pipeline_fps.png"), pipeline_stages_plot(res, out / "pipeline_stages.png"),
+             pipeline_batch_plot(res, out / "pipeline_batch.png")]
     return [p for p in made if p is not None]

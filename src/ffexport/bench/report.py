@@ -25,7 +25,7 @@ from ..fsutil import write_bytes_atomic
 from ..vocab import BACKENDS, PRECISIONS
 
 MODULE_COLUMNS = ("module", "backend", "precision", "batch", "latency p50 ms", "p95", "FPS", "VRAM MB", "parity")
-PIPELINE_COLUMNS = ("pipeline", "backend", "precision", "FPS", "frame p50 ms", "p95", "VRAM MB",
+PIPELINE_COLUMNS = ("pipeline", "backend", "precision", "batch", "FPS", "frame p50 ms", "p95", "VRAM MB",
                     "FPS incl. decode+encode", "faces/frame", "speed-up vs naive")
 STAGE_ORDER = ("detect", "landmarks", "align", "encode", "swap", "enhance", "blend", "transfer")
 _DISTS = ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt", "tensorrt-rtx-cu13", "numpy",
@@ -191,12 +191,12 @@ def module_rows(res: dict) -> list[list[str]]:
 
 def speedups(res: dict) -> dict[tuple, float]:
     """(backend, device, precision) -> reference FPS / naive FPS, where both ran."""
-    runs = {(r["pipeline"], r["backend"], r["device"], r["precision"]): r for r in res["rows"]
+    runs = {(r["pipeline"], r["backend"], r["device"], r["precision"], r.get("batch", 1)): r for r in res["rows"]
             if r["kind"] == "pipeline" and r.get("status") == "ok" and r.get("fps")}
     out = {}
-    for (kind, b, d, p), r in runs.items():
-        naive = runs.get(("naive", b, d, p))
-        if kind == "reference" and naive:
+    for (kind, b, d, p, batch), r in runs.items():
+        naive = runs.get(("naive", b, d, p, 1))
+        if kind == "reference" and naive and batch == 1:
             out[(b, d, p)] = round(r["fps"] / naive["fps"], 2)
     return out
 
@@ -205,13 +205,13 @@ def pipeline_rows(res: dict) -> list[list[str]]:
     ups = speedups(res)
     out = []
     for r in (x for x in res["rows"] if x["kind"] == "pipeline"):
-        head = [r["pipeline"], f"{r['backend']} ({r['device']})", r["precision"]]
+        head = [r["pipeline"], f"{r['backend']} ({r['device']})", r["precision"], str(r.get("batch", 1))]
         if r.get("status") != "ok":
             out.append(head + [NA] * 6 + [_why(r)])
             continue
         lat, mem, video = r["frame_latency_ms"], r.get("memory") or {}, r.get("video") or {}
         vfps = _fps(video.get("fps")) if video.get("status") == "ok" else NA
-        up = ups.get((r["backend"], r["device"], r["precision"]))
+        up = ups.get((r["backend"], r["device"], r["precision"])) if r.get("batch", 1) == 1 else None
         up_s = f"{up:.2f}x" if (up is not None and r["pipeline"] == "reference") else ("1.00x (baseline)" if
                                                                                        r["pipeline"] == "naive" else NA)
         out.append(head + [_fps(r["fps"]), _ms(lat.get("p50")), _ms(lat.get("p95")), _mb(mem.get("vram_mb")), vfps,
@@ -226,7 +226,8 @@ def stage_rows(res: dict) -> tuple[list[str], list[list[str]]]:
     rows = []
     for r in runs:
         vals = [r["stages_ms"].get(s) for s in stages]
-        rows.append([f"{r['pipeline']} {r['backend']} ({r['device']}) {r['precision']}", *(_ms(v) for v in vals),
+        rows.append([f"{r['pipeline']} {r['backend']} ({r['device']}) {r['precision']} b{r.get('batch', 1)}",
+                     *(_ms(v) for v in vals),
                      _ms(sum(v for v in vals if v))])
     return ["run", *stages, "sum"], rows
 

@@ -20,7 +20,7 @@ from typing import Callable
 
 from ..errors import FFExportError
 from ..fsutil import ensure_writable_dir, write_json_atomic
-from ..vocab import SIM_ONNX
+from ..vocab import SIM_ONNX, TORCH_BACKENDS
 from .plan import Settings, host_tag, module_specs, pipeline_specs, pipeline_variants, plan_rows, resolve_device, row_key, slug, \
     stage_precision
 from .pool import Pool
@@ -116,13 +116,13 @@ class Sweep:
             if r["kind"] == "module":
                 p = plan_for(self.specs[r["module"]])
                 add(p["batches"], r["batch"])
-                if r["backend"] == "torch":
+                if r["backend"] in TORCH_BACKENDS:
                     p["save_model"] = True
                 elif r["backend"] == "ort":
                     add(p["onnx_precisions"], r["precision"])
                 else:
                     add(p["trt_precisions"], r["precision"])
-            elif r["backend"] != "torch":
+            elif r["backend"] not in TORCH_BACKENDS:
                 for m, spec in pipeline_specs(s).items():
                     p = plan_for(spec)
                     add(p["onnx_precisions" if r["backend"] == "ort" else "trt_precisions"],
@@ -131,7 +131,7 @@ class Sweep:
 
     def _pipeline_missing(self, row: dict) -> str | None:
         """Why the artifacts of a pipeline row are not there (None when they all are)."""
-        if row["backend"] == "torch":
+        if row["backend"] in TORCH_BACKENDS:  # torch builds the models itself
             return None
         for m, spec in pipeline_specs(self.s).items():
             prep = self.prepared.get(f"{spec.module}.{spec.variant}") or {}
@@ -274,8 +274,8 @@ class Sweep:
                 cfg = {**base, "kind": "naive" if row["pipeline"] == "naive" else "pipeline",
                        "artifacts": self.s.out, "variants": pipeline_variants(self.s), "enhance": self.s.enhance,
                        "calib": self.s.calib, "frames": self.s.frames, "hw": parse_resolution(self.s.resolution),
-                       "faces": self.s.faces, "warmup": max(1, min(2, self.s.warmup)),
-                       "stage_frames": min(self.s.frames, 16),
+                       "faces": self.s.faces, "warmup": max(1, min(2, self.s.warmup)), "batch": row.get("batch", 1),
+                       "stage_frames": min(self.s.frames, max(16, 2 * row.get("batch", 1))),
                        "naive_frames": self.s.naive_frames, "video": video, "video_reason": video_reason}
             name = _row_name(i, row)
             if self.progress is not None:

@@ -24,6 +24,8 @@ import time
 import traceback
 from pathlib import Path
 
+from ..vocab import TORCH_BACKENDS
+
 MARK = "@@ffexport-bench@@"
 
 
@@ -50,8 +52,10 @@ def open_module_runner(cfg: dict, spec):
     from ..backends import open_runner
 
     backend, device, precision = cfg["backend"], cfg["device"], cfg["precision"]
-    if backend == "torch":
-        return open_runner("torch", spec=spec, model=_torch_model(cfg, spec), device=device, precision=precision)
+    if backend in TORCH_BACKENDS:
+        kw = {"cache_dir": Path(cfg["artifacts"]) / ".inductor"} if backend == "compile" and cfg.get("artifacts") else {}
+        return open_runner(backend, spec=spec, model=_torch_model(cfg, spec), device=device, precision=precision,
+                           **kw)
     if backend == "ort":
         return open_runner("ort", spec=spec, path=cfg["artifact"], device=device,
                            **({"threads": int(cfg["threads"])} if cfg.get("threads") else {}))
@@ -71,6 +75,8 @@ def _runner_facts(runner) -> dict:
                                                                        "device_id") if k in cuda}
         except Exception:
             pass
+    if getattr(runner, "compile_s", None):
+        facts["compile_s"] = dict(runner.compile_s)  # the first call of each input shape, apart from latency
     flavor = getattr(runner, "flavor", None)
     if flavor is not None:
         facts["runtime"] = flavor.label

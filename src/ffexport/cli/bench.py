@@ -30,6 +30,8 @@ def register(app: typer.Typer) -> None:
                                                      help="precisions of CPU rows on a GPU machine (default: --precisions)"),
         pipeline: bool = typer.Option(False, "--pipeline/--no-pipeline",
                                       help="also benchmark the whole pipeline (reference and naive, side by side)"),
+        pipeline_batch: str = typer.Option("1", "--pipeline-batch",
+                                           help="frames per pipeline call, comma-separated (e.g. 1,8,32): a row each"),
         resolution: str = typer.Option("1080p", "--resolution", help="pipeline frame size: 360p, 720p, 1080p, 4k or WxH"),
         frames: int = typer.Option(32, "--frames", help="timed pipeline frames"),
         faces: int = typer.Option(1, "--faces", help="faces per pipeline frame"),
@@ -85,6 +87,9 @@ def register(app: typer.Typer) -> None:
                 raise InputSpecError(f"{name} must be at least {low}, got {value}")
         if isolation not in ISOLATION:
             raise InputSpecError(f"--isolation {isolation!r}: use {' or '.join(ISOLATION)}")
+        if pipeline and max(parse_batches(pipeline_batch, "--pipeline-batch")) > frames:
+            raise InputSpecError(f"--frames {frames} is fewer than the largest --pipeline-batch: time at least one "
+                                 "call of each batch")
         if modules == "none" and not pipeline:
             raise InputSpecError("--modules none leaves nothing to measure: add --pipeline, or name modules")
         from ..artifacts.adopt import parse_module_paths
@@ -103,7 +108,8 @@ def register(app: typer.Typer) -> None:
             modules=[] if modules == "none" else select_modules(modules), backends=backends, precisions=parse_precisions(precisions),
             batches=parse_batches(batch), variants=parse_variants(variants), onnx=users, contracts=contracts,
             device=device, iters=iters, warmup=warmup,
-            max_time=max_time or None, rotate=rotate, pipeline=pipeline, resolution=resolution, frames=frames,
+            max_time=max_time or None, rotate=rotate, pipeline=pipeline,
+            pipeline_batches=parse_batches(pipeline_batch, "--pipeline-batch"), resolution=resolution, frames=frames,
             faces=faces, naive=naive, naive_frames=naive_frames, video=video, enhance=enhance,
             calib=str(calib) if calib else None, config_dir=str(config_dir) if config_dir else None, out=str(out), work=str(work) if work else None, report=report,
             timeout=timeout, deadline=deadline or None, resume=resume, samples=samples,

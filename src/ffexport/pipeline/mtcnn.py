@@ -11,18 +11,27 @@ Coordinates: boxes are ``x1, y1, x2, y2`` with pixel ``j`` spanning ``[j, j + 1)
 reports them (``x1 + fraction * width``).  Everything stays on the device:
 candidate boxes are resampled with ``grid_sample`` (one call per frame for all
 its boxes), NMS is a vectorised fixed point, and nothing loops over boxes on the host.
+
+Two forms of the same cascade: the variable-size one keeps exactly the candidates that pass each stage (the
+host reads their count at every pyramid level and stage), and the fixed-shape one (``capacity``, the pipeline's
+choice on a GPU) keeps each image's best candidates in buffers of fixed size with masks, so the device never
+waits for the host until the final faces are read, once per batch.  A batch that overflows a buffer is detected
+again by the variable-size cascade: both give the same faces.
 :class:`MTCNN` reports in the pipeline's convention instead (pixel centres at integer coordinates).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ..vision.mtcnn import batched_nms, bucket, crop_boxes, normalise, regress, square
+from ..vision.mtcnn import (MAX_SUPERSAMPLE, AreaPyramid, batched_nms, bucket, crop_boxes, masked_nms, normalise,
+                            regress, square)
+from ..vocab import TORCH_BACKENDS
 from .detectors import MTCNN_MAX_SIDE, MTCNN_MODULES
 
 if TYPE_CHECKING:
@@ -33,6 +42,35 @@ Faces = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # boxes (N, 4), points 
 
 CELL, STRIDE = 12, 2  # P-Net window and step in pyramid pixels
 MAX_CANDIDATES = 4096  # per pyramid level, highest scores first (bounds the NxN NMS matrix)
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """The candidate buffers of the fixed-shape cascade, per image: the ``level`` best P-Net windows of each
+    pyramid level, ``pool`` of those across levels into their NMS, ``refine`` candidates into R-Net, ``output``
+    into O-Net (the most faces an image can have), and the NMS ``rounds``.  A batch that overflows one of them (or whose NMS needs more rounds) is
+    detected again by the variable-size cascade, so the faces never depend on them: only the speed does."""
+
+    level: int = 512
+    pool: int = 1024
+    refine: int = 256
+    output: int = 64
+    rounds: int = 16
+
+
+def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x[b, index[b, m]]`` for ``x`` ``(B, K, ...)`` and ``index`` ``(B, M)``: ``(B, M, ...)``."""
+    shape = index.shape + x.shape[2:]
+    return torch.gather(x, 1, index.reshape(*index.shape, *([1] * (x.ndim - 2))).expand(shape))
+
+
+def _best(score: torch.Tensor, keep: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices ``(B, min(k, K))`` of the highest-scoring kept candidates (kept ones first, by score, stable) and
+    whether an image has more than ``k`` kept (``(B,)``)."""
+    ranked = score.float().masked_fill(~keep, float("-inf"))
+    k = min(k, ranked.shape[1])
+    idx = torch.sort(ranked, dim=1, descending=True, stable=True).indices[:, :k]
+    return idx, keep.sum(1) > k
 
 
 class TorchNet:
@@ -61,7 +99,7 @@ class MTCNNDetector:
     def __init__(self, pnet: Net, rnet: Net, onet: Net, device: torch.device | str = "cpu",
                  thresholds: Sequence[float] = (0.6, 0.7, 0.7), min_face: float = 20, factor: float = 0.709,
                  nms_thresholds: Sequence[float] = (0.5, 0.7, 0.7, 0.7), max_batch: int | None = None,
-                 pad_batches: bool = False):
+                 pad_batches: bool = False, capacity: Capacity | None = None, cuda_graphs: bool = False):
         if not 0.0 < factor < 1.0:
             raise ValueError(f"pyramid factor must be in (0, 1), got {factor}")
         if min_face < 1:
@@ -75,6 +113,12 @@ class MTCNNDetector:
         # R-/O-Net batches (the candidate count, new every frame) padded to powers of two: runners that
         # re-plan on every new input shape (onnxruntime CUDA) then see a handful of shapes
         self.pad_batches = bool(pad_batches)
+        # fixed-shape cascade (no host read-back before the final faces); None: the variable-size cascade only
+        self.capacity = capacity
+        self.fallbacks = 0  # batches the fixed-shape cascade handed to the variable-size one (overflow)
+        # the fixed-shape cascade captured as one CUDA graph per input shape (nets that torch runs on the device)
+        self.cuda_graphs = bool(cuda_graphs) and capacity is not None
+        self._graphs: dict[tuple, tuple] = {}
 
     @classmethod
     def from_torch(cls, device: torch.device | str = "cpu", **kwargs) -> "MTCNNDetector":
@@ -121,9 +165,10 @@ class MTCNNDetector:
         """P-Net over the pyramid: square candidate boxes, their scores and image indices."""
         h, w = images.shape[-2:]
         boxes, scores, index = [], [], []
+        pyramid = AreaPyramid(images)
         for s in self.scales(h, w):
             sh, sw = max(CELL, math.ceil(h * s)), max(CELL, math.ceil(w * s))
-            level = F.interpolate(images, size=(sh, sw), mode="area")
+            level = pyramid.level((sh, sw))
             out = self._run(self.pnet, normalise(level))
             prob, reg = out["prob"][:, 1].float(), out["reg"].float()
             b, i, j = (prob >= self.thresholds[0]).nonzero(as_tuple=True)
@@ -150,7 +195,7 @@ class MTCNNDetector:
 
     def _refine(self, images, boxes, index):
         """R-Net: rescore and refine candidates."""
-        out = self._run(self.rnet, normalise(crop_boxes(images, boxes, 24, index)), pad=True)
+        out = self._run(self.rnet, normalise(crop_boxes(images, boxes, 24, index, MAX_SUPERSAMPLE)), pad=True)
         score = out["prob"][:, 1].float()
         ok = score > self.thresholds[1]
         boxes, score, index, reg = boxes[ok], score[ok], index[ok], out["reg"][ok].float()
@@ -159,7 +204,7 @@ class MTCNNDetector:
 
     def _output(self, images, boxes, index):
         """O-Net: final scores, boxes and landmarks."""
-        out = self._run(self.onet, normalise(crop_boxes(images, boxes, 48, index)), pad=True)
+        out = self._run(self.onet, normalise(crop_boxes(images, boxes, 48, index, MAX_SUPERSAMPLE)), pad=True)
         score = out["prob"][:, 1].float()
         ok = score > self.thresholds[2]
         boxes, score, index = boxes[ok], score[ok], index[ok]
@@ -171,6 +216,130 @@ class MTCNNDetector:
         keep = batched_nms(boxes, score, index, self.nms_thresholds[3], mode="min")
         return boxes[keep], points[keep], score[keep], index[keep]
 
+    # the fixed-shape cascade ------------------------------------------------------------------
+    def _propose_fixed(self, images: torch.Tensor, cap: Capacity):
+        """P-Net over the pyramid on fixed buffers: ``(B, R, 8)`` boxes + regression, scores, valid mask, and
+        the images whose buffers overflowed or whose NMS did not settle."""
+        h, w = images.shape[-2:]
+        n = images.shape[0]
+        rows, scores, valid = [], [], []
+        bad = torch.zeros(n, dtype=torch.bool, device=images.device)
+        pyramid = AreaPyramid(images)
+        for s in self.scales(h, w):
+            sh, sw = max(CELL, math.ceil(h * s)), max(CELL, math.ceil(w * s))
+            level = pyramid.level((sh, sw))
+            out = self._run(self.pnet, normalise(level))
+            prob, reg = out["prob"][:, 1].float(), out["reg"].float()
+            gw = prob.shape[-1]
+            flat = prob.flatten(1)
+            k = min(cap.level, flat.shape[1])
+            score, cell = flat.topk(k, dim=1)  # highest first
+            live = score >= self.thresholds[0]
+            if k < flat.shape[1]:
+                bad |= live[:, -1]  # the k-th best passed: more may have
+            i, j = torch.div(cell, gw, rounding_mode="floor"), cell % gw
+            sx, sy = sw / w, sh / h
+            x1, y1 = (STRIDE * j).float(), (STRIDE * i).float()
+            box = torch.stack([x1 / sx, y1 / sy, (x1 + CELL) / sx, (y1 + CELL) / sy], -1)
+            r = torch.gather(reg.flatten(2), 2, cell[:, None, :].expand(-1, 4, -1)).transpose(1, 2)
+            order, keep, settled = masked_nms(box, score, live, self.nms_thresholds[0], rounds=cap.rounds)
+            bad |= ~settled
+            rows.append(torch.cat([_take(box, order), _take(r, order)], -1))
+            scores.append(torch.gather(score, 1, order))
+            valid.append(keep)
+        if not rows:
+            return None
+        rows, scores, valid = torch.cat(rows, 1), torch.cat(scores, 1), torch.cat(valid, 1)
+        idx, over = _best(scores, valid, cap.pool)
+        rows, scores, valid = _take(rows, idx), torch.gather(scores, 1, idx), torch.gather(valid, 1, idx)
+        order, keep, settled = masked_nms(rows[..., :4], scores, valid, self.nms_thresholds[1], rounds=cap.rounds)
+        rows, scores = _take(rows, order), torch.gather(scores, 1, order)
+        idx, over2 = _best(scores, keep, cap.refine)
+        rows, scores, keep = _take(rows, idx), torch.gather(scores, 1, idx), torch.gather(keep, 1, idx)
+        boxes = square(regress(rows[..., :4].reshape(-1, 4), rows[..., 4:].reshape(-1, 4))).reshape(n, -1, 4)
+        return boxes, scores, keep, bad | over | over2 | ~settled
+
+    def _crops(self, images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+        k = boxes.shape[1]
+        return normalise(crop_boxes(images, boxes.reshape(-1, 4), size, supersample=MAX_SUPERSAMPLE,
+                                    boxes_per_image=k))
+
+    def _refine_fixed(self, images, boxes, valid, cap: Capacity):
+        n, k = boxes.shape[:2]
+        out = self._run(self.rnet, self._crops(images, boxes, 24))
+        score = out["prob"][:, 1].float().reshape(n, k)
+        reg = out["reg"].float().reshape(n, k, 4)
+        live = valid & (score > self.thresholds[1])
+        order, keep, settled = masked_nms(boxes, score, live, self.nms_thresholds[2], rounds=cap.rounds)
+        boxes, reg, score = _take(boxes, order), _take(reg, order), torch.gather(score, 1, order)
+        idx, over = _best(score, keep, cap.output)
+        boxes, reg, keep = _take(boxes, idx), _take(reg, idx), torch.gather(keep, 1, idx)
+        boxes = square(regress(boxes.reshape(-1, 4), reg.reshape(-1, 4))).reshape(n, -1, 4)
+        return boxes, keep, over | ~settled
+
+    def _output_fixed(self, images, boxes, valid, cap: Capacity):
+        n, k = boxes.shape[:2]
+        out = self._run(self.onet, self._crops(images, boxes, 48))
+        score = out["prob"][:, 1].float().reshape(n, k)
+        reg, lm = out["reg"].float().reshape(n, k, 4), out["landmarks"].float().reshape(n, k, 10)
+        live = valid & (score > self.thresholds[2])
+        wh = boxes[..., 2:4] - boxes[..., 0:2]
+        points = torch.stack([boxes[..., None, 0] + lm[..., :5] * wh[..., None, 0],
+                              boxes[..., None, 1] + lm[..., 5:] * wh[..., None, 1]], -1)
+        boxes = regress(boxes.reshape(-1, 4), reg.reshape(-1, 4)).reshape(n, k, 4)
+        order, keep, settled = masked_nms(boxes, score, live, self.nms_thresholds[3], mode="min", rounds=cap.rounds)
+        boxes, points, score = _take(boxes, order), _take(points, order), torch.gather(score, 1, order)
+        # kept faces first, by score (the masked NMS's order is by score already: a stable partition)
+        first = torch.sort(keep.to(torch.uint8), dim=1, descending=True, stable=True).indices
+        return (_take(boxes, first), _take(points, first), torch.gather(score, 1, first), keep.sum(1), ~settled)
+
+    def _fixed(self, images: torch.Tensor, cap: Capacity):
+        """The fixed-shape cascade's tensors: boxes, points, scores (kept faces first), face counts and the
+        overflow flags, per image; None when the frames are too small for one pyramid level."""
+        proposed = self._propose_fixed(images, cap)
+        if proposed is None:
+            return None
+        boxes, _scores, valid, bad = proposed
+        boxes, valid, bad2 = self._refine_fixed(images, boxes, valid, cap)
+        boxes, points, scores, count, bad3 = self._output_fixed(images, boxes, valid, cap)
+        return boxes, points, scores, torch.stack([count, (bad | bad2 | bad3).long()])
+
+    def _replay(self, images: torch.Tensor, cap: Capacity):
+        """:meth:`_fixed` as a CUDA graph, captured once per input shape, then replayed with one launch."""
+        key = tuple(images.shape)
+        if key not in self._graphs:
+            static = images.clone()
+            side = torch.cuda.Stream(images.device)
+            side.wait_stream(torch.cuda.current_stream(images.device))
+            with torch.cuda.stream(side):  # warm-up outside the capture (cuDNN's algorithm choice, the allocator)
+                for _ in range(2):
+                    self._fixed(static, cap)
+            torch.cuda.current_stream(images.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                outs = self._fixed(static, cap)
+            self._graphs[key] = (graph, static, outs)
+        graph, static, outs = self._graphs[key]
+        static.copy_(images)
+        graph.replay()
+        return outs
+
+    def _detect_fixed(self, images: torch.Tensor, cap: Capacity) -> list[Faces] | None:
+        """The cascade on fixed-size buffers: the host reads the face counts once, at the end.  None when a
+        buffer overflowed or an NMS did not settle (the caller runs the variable-size cascade)."""
+        n = images.shape[0]
+        graphed = self.cuda_graphs and images.is_cuda
+        outs = self._replay(images, cap) if graphed else self._fixed(images, cap)
+        if outs is None:
+            return [(images.new_zeros(0, 4), images.new_zeros(0, 5, 2), images.new_zeros(0)) for _ in range(n)]
+        boxes, points, scores, facts = outs
+        facts = facts.cpu()  # the one read-back
+        if bool(facts[1].any()):
+            return None
+        # a graph's outputs are overwritten by its next replay: the faces are copied out
+        return [(boxes[b, :c].clone(), points[b, :c].clone(), scores[b, :c].clone()) if graphed else
+                (boxes[b, :c], points[b, :c], scores[b, :c]) for b, c in enumerate(facts[0].tolist())]
+
     def detect(self, images: torch.Tensor) -> list[Faces]:
         """Faces per image of ``images`` (``B x 3 x H x W`` float RGB in [0, 255]).
 
@@ -180,6 +349,15 @@ class MTCNNDetector:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected B x 3 x H x W RGB images, got {tuple(images.shape)}")
         images = images.to(self.device, torch.float32)
+        if self.capacity is not None:
+            faces = self._detect_fixed(images, self.capacity)
+            if faces is not None:
+                return faces
+            self.fallbacks += 1
+        return self._detect_variable(images)
+
+    def _detect_variable(self, images: torch.Tensor) -> list[Faces]:
+        """The cascade on variable-size candidate sets (the host reads each stage's count)."""
         n = images.shape[0]
         boxes, scores, index = self._propose(images)
         points = images.new_zeros(0, 5, 2)
@@ -214,8 +392,22 @@ class MTCNN:
         batch = [s.max_batch for s in self.stages.values() if s.max_batch]
         # onnxruntime on CUDA re-plans on every new input shape: give it a few batch sizes only
         pad = self.device.type == "cuda" and any(self.stages[m].backend == "ort" for m in MTCNN_MODULES[1:])
+        # on a GPU the fixed-shape cascade (one read-back per batch); on a CPU the variable-size one does less work
+        gpu = self.device.type == "cuda"
+        capacity = Capacity() if gpu else None
+        # nets that torch runs are captured with the cascade in one CUDA graph (compiled ones without graphs of
+        # their own: a graph is not captured inside another)
+        graphs = gpu and all(s.backend in TORCH_BACKENDS for s in self.stages.values())
+        if graphs:
+            for s in self.stages.values():
+                if s.backend == "compile":
+                    # inside the cascade's graph the eager nets launch nothing the graph does not replay at once;
+                    # compiling them would cost a compilation per pyramid level and batch for little
+                    s.runner.eager = True
+                    s.pad_batches = False  # the cascade's shapes are fixed already
         self.cascade = MTCNNDetector(*self.stages.values(), device=self.device, thresholds=(0.6, 0.7, last),
-                                     min_face=min_face, max_batch=min(batch) if batch else None, pad_batches=pad)
+                                     min_face=min_face, max_batch=min(batch) if batch else None, pad_batches=pad,
+                                     capacity=capacity, cuda_graphs=graphs)
 
     def detect(self, images: torch.Tensor) -> list[Faces]:
         """Per frame of ``images`` (``B x 3 x H x W`` float RGB in [0, 255]): boxes, 5 landmarks, scores."""

@@ -27,7 +27,7 @@ from ..errors import InputSpecError, MediaError, NoFaceError, UnknownNameError
 from ..faces.feeds import source_transform, transform_source
 from ..specs.templates import FFHQ_512
 from ..vision import align
-from ..vocab import PRECISIONS
+from ..vocab import PRECISIONS, TORCH_BACKENDS
 from .detectors import MTCNN_MAX_SIDE, detector_modules, largest, make_detector, resolve_kind
 from .device import check_device
 from .paste import paste
@@ -128,7 +128,12 @@ class Pipeline:
             self._emap = source_transform(self.stages["generator"].spec)  # the inswapper latent's matrix
             if self.enhance:
                 self._add_stage("enhancer")
-            self._add_stage("blender")
+            blender = self._add_stage("blender")
+            if blender.backend == "compile":
+                # the blender runs on each face's region of the frame, a new shape for nearly every face: compiled
+                # per shape it would compile all the time, so it runs eager (see benchmarks/NOTES.md)
+                blender.runner.eager = True
+                blender.pad_batches = False
         except BaseException:
             self.close()
             raise
@@ -147,7 +152,7 @@ class Pipeline:
 
     def backend_of(self, module: str) -> str:
         b = self._choice(self._backend, module, "torch")
-        if b == "torch" and module in self._variants_with_origin():
+        if b in TORCH_BACKENDS and module in self._variants_with_origin():
             return "ort"  # a user's ONNX model has no torch form: onnxruntime runs it
         return b
 
@@ -229,6 +234,16 @@ class Pipeline:
         self._upload_done = torch.cuda.Event()
         self._upload_done.record()
         return dev
+
+    def _download(self, t: torch.Tensor) -> np.ndarray:
+        """``t`` on the host: on CUDA through page-locked memory (torch's caching host allocator reuses the block
+        once the arrays that view it are gone), one copy the stream waits for."""
+        if t.device.type != "cuda":
+            return t.numpy()
+        host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+        host.copy_(t, non_blocking=True)
+        torch.cuda.current_stream(t.device).synchronize()
+        return host.numpy()
 
     @staticmethod
     def _check_frames(frames) -> None:
@@ -403,7 +418,7 @@ class Pipeline:
         with self._t("transfer"):
             touched = sorted(set(index.tolist()))
             out_dev = work[touched].round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
-            out_host = out_dev.cpu().numpy()
+            out_host = self._download(out_dev)
         result = [self._host(f) for f in as_list]
         for j, b in enumerate(touched):
             result[b] = out_host[j]

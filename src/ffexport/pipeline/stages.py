@@ -5,6 +5,8 @@ built and checked against the spec's IO contract before anything runs:
 
 * ``torch``: the module built by ``build_model`` (seeded, trained package weights, or ``checkpoint``),
   fp32 or fp16;
+* ``compile``: the same module through ``torch.compile`` (CUDA graphs on a GPU; inductor's cache in
+  ``<out>/.inductor``);
 * ``ort``: the module's ONNX artifact at the precision;
 * ``trt``: its TensorRT engine.
 """
@@ -19,7 +21,8 @@ import torch
 from ..artifacts.find import Say, _quiet, engine_artifact, onnx_artifact
 from ..backends.base import Runner
 from ..errors import RuntimeUnavailableError, UnknownNameError
-from ..vocab import BACKENDS, PRECISIONS
+from ..vision.mtcnn import bucket
+from ..vocab import BACKENDS, PRECISIONS, TORCH_BACKENDS
 
 
 class Stage:
@@ -33,6 +36,8 @@ class Stage:
         # onnxruntime CUDA re-plans a convolutional model whenever its input shape changes; a model kept
         # in one session (too large for a session per shape) is fed one item at a time instead, so the
         # number of faces in a frame never changes its shape
+        # a compiled module records a CUDA graph per input shape: batches are padded to a few sizes (powers of two)
+        self.pad_batches = backend == "compile"
         if (backend == "ort" and str(getattr(runner, "device", "")).startswith("cuda")
                 and getattr(runner, "convolutional", False) and (getattr(runner, "shape_sessions", 1) or 1) <= 1):
             self.max_batch = 1
@@ -50,8 +55,18 @@ class Stage:
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     def _run(self, feeds):
+        if self.pad_batches:
+            return self._run_padded(feeds)
         out = self.runner.infer(feeds)
         return {k: (v.float() if v.is_floating_point() and v.dtype != torch.float32 else v) for k, v in out.items()}
+
+    def _run_padded(self, feeds):
+        n = next(iter(feeds.values())).shape[0]
+        size = bucket(n, smallest=2)  # torch.compile specialises a batch of 1: 2 keeps the batch axis dynamic
+        if size > n:
+            feeds = {k: torch.cat([v, v[-1:].expand(size - n, *v.shape[1:])]) for k, v in feeds.items()}
+        out = self.runner.infer(feeds)
+        return {k: (v[:n].float() if v.is_floating_point() else v[:n]) for k, v in out.items()}
 
     __call__ = run
 
@@ -71,14 +86,21 @@ def make_runner(spec, backend: str, precision: str = "fp32", device: str = "cpu"
         raise UnknownNameError("backend", backend, BACKENDS)
     if precision not in PRECISIONS:
         raise UnknownNameError("precision", precision, PRECISIONS)
-    if backend == "torch":
+    if backend in TORCH_BACKENDS:
         if precision == "int8":
-            raise RuntimeUnavailableError(f"{spec.key}: the torch backend runs fp32 or fp16, not int8; "
+            raise RuntimeUnavailableError(f"{spec.key}: the {backend} backend runs fp32 or fp16, not int8; "
                                           "use --backend ort or trt for int8")
-        from ..backends.torch import TorchRunner
         from ..models import build_model
 
-        return TorchRunner(build_model(spec, checkpoint=checkpoint), spec=spec, device=device, precision=precision)
+        model = build_model(spec, checkpoint=checkpoint)
+        if backend == "compile":
+            from ..backends.compiled import CompileRunner
+
+            return CompileRunner(model, spec=spec, device=device, precision=precision,
+                                 cache_dir=Path(out) / ".inductor")
+        from ..backends.torch import TorchRunner
+
+        return TorchRunner(model, spec=spec, device=device, precision=precision)
     if backend == "ort":
         from ..backends.ort import OrtRunner
 

@@ -103,47 +103,55 @@ def transform_points(points: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
     return points @ M[:, :, :2].transpose(1, 2) + M[:, :, 2].unsqueeze(1)
 
 
-def _to_normalised(h: int, w: int, device, dtype) -> torch.Tensor:
-    """3x3 matrix: pixel coordinates -> grid_sample's [-1, 1] coordinates (align_corners=False)."""
-    return torch.tensor([[2.0 / w, 0.0, 1.0 / w - 1.0],
-                         [0.0, 2.0 / h, 1.0 / h - 1.0],
-                         [0.0, 0.0, 1.0]], device=device, dtype=dtype)
-
-
-def _homogeneous(M: torch.Tensor) -> torch.Tensor:
-    last = M.new_tensor([0.0, 0.0, 1.0]).expand(M.shape[0], 1, 3)
-    return torch.cat([M, last], 1)
-
-
 def sampling_theta(M: torch.Tensor, src_size: tuple[int, int], out_size: tuple[int, int]) -> torch.Tensor:
-    """``affine_grid`` theta (``B x 2 x 3``) that samples the warp ``M`` (src -> dst pixels)."""
+    """``affine_grid`` theta (``B x 2 x 3``) that samples the warp ``M`` (src -> dst pixels).
+
+    With ``m`` the inverse warp (dst -> src pixels) and grid_sample's normalised coordinates
+    (``align_corners=False``: ``u = (2 x + 1) / w - 1``), theta is ``N_src @ m @ N_dst^-1``, written out
+    element by element (no host-built matrices: nothing is copied to the device, nothing waits for it).
+    """
     (hs, ws), (hd, wd) = src_size, out_size
-    m = _homogeneous(invert_affine(M.double()))  # dst pixel -> src pixel
-    theta = _to_normalised(hs, ws, M.device, torch.float64) @ m @ torch.linalg.inv(
-        _to_normalised(hd, wd, M.device, torch.float64))
-    return theta[:, :2].float()
+    m = invert_affine(M.double())  # dst pixel -> src pixel
+    rows = []
+    for r, size in ((0, ws), (1, hs)):
+        a, b, c = m[:, r, 0], m[:, r, 1], m[:, r, 2]
+        k = 2.0 / size
+        rows.append(torch.stack([k * a * (wd / 2.0), k * b * (hd / 2.0),
+                                 k * (a * (wd / 2.0 - 0.5) + b * (hd / 2.0 - 0.5) + c) + 1.0 / size - 1.0], -1))
+    return torch.stack(rows, 1).float()
 
 
 def warp_affine(images: torch.Tensor, M: torch.Tensor, out_size: Sequence[int], mode: str = "bilinear",
-                padding: str = "zeros", image_index: torch.Tensor | None = None) -> torch.Tensor:
+                padding: str = "zeros", image_index: torch.Tensor | None = None,
+                faces_per_image: int | None = None) -> torch.Tensor:
     """Warp ``images`` (``B x C x H x W`` float) by ``M`` (src -> dst pixels), like ``cv2.warpAffine``.
 
     ``out_size`` is ``(h, w)``.  Pixels mapping outside the source read
     ``padding`` (``zeros``, ``border`` or ``reflection``).  With
     ``image_index`` (``N`` ints), ``M`` holds ``N`` matrices and output ``n``
     samples ``images[image_index[n]]``: many faces of few frames without
-    copying a frame per face.
+    copying a frame per face.  With ``faces_per_image`` (``k``) instead, matrix ``n`` samples image ``n // k``
+    (fixed-size candidate buffers): one ``grid_sample`` for the batch.
     """
     h, w = int(out_size[0]), int(out_size[1])
     if not images.is_floating_point():
         raise TypeError("warp_affine needs float images")
     theta = sampling_theta(M.to(images.device), tuple(images.shape[-2:]), (h, w))
-    if image_index is None:
+    if image_index is None and faces_per_image is None:
         if M.shape[0] != images.shape[0]:
             raise ValueError(f"{M.shape[0]} matrices for {images.shape[0]} images; pass image_index")
         grid = F.affine_grid(theta.to(images.dtype), [images.shape[0], images.shape[1], h, w], align_corners=False)
         return F.grid_sample(images, grid, mode=mode, padding_mode=padding, align_corners=False)
-    out = images.new_zeros(M.shape[0], images.shape[1], h, w)
+    n, c = M.shape[0], images.shape[1]
+    if faces_per_image is not None:  # image b's matrices are rows b*k .. b*k+k-1: one call, no read-back
+        k = int(faces_per_image)
+        if n != k * images.shape[0]:
+            raise ValueError(f"{n} matrices are not {k} per image for {images.shape[0]} images")
+        grid = F.affine_grid(theta.to(images.dtype), [n, 1, h, w], align_corners=False)
+        warped = F.grid_sample(images, grid.reshape(images.shape[0], k * h, w, 2), mode=mode, padding_mode=padding,
+                               align_corners=False)
+        return warped.reshape(images.shape[0], c, k, h, w).transpose(1, 2).reshape(n, c, h, w)
+    out = images.new_zeros(n, c, h, w)
     image_index = image_index.to(images.device)
     for b in torch.unique(image_index).tolist():  # one grid_sample per frame, all its faces at once
         sel = (image_index == b).nonzero().squeeze(1)
