@@ -19,6 +19,8 @@ from ..errors import InputSpecError, UnknownNameError
 from ..vocab import BACKENDS, PRECISIONS, TORCH_BACKENDS
 
 DEVICES = ("cuda", "cpu")
+# what --backends measures unless told: compile is asked for by name (its rows compile each model first, minutes)
+DEFAULT_BACKENDS = ",".join(b for b in BACKENDS if b != "compile")
 ISOLATION = ("forkserver", "subprocess")  # how a row gets its fresh process (see ffexport.bench.pool)
 DEFAULT_ISOLATION = "forkserver" if sys.platform.startswith("linux") else "subprocess"
 # the modules of the benchmarked pipeline (the enhancer only with Settings.enhance)
@@ -35,7 +37,7 @@ class Settings:
     """
 
     modules: list[str]
-    backends: str = ",".join(BACKENDS)
+    backends: str = DEFAULT_BACKENDS
     precisions: list[str] = field(default_factory=lambda: list(PRECISIONS))
     batches: list[int] = field(default_factory=lambda: [1])
     variants: dict[str, str] = field(default_factory=dict)

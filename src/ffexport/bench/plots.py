@@ -108,8 +108,8 @@ def pipeline_batch_plot(res: dict, path: Path) -> Path | None:
         for x, y in pts:
             ax.annotate(f"{y:.0f}", (x, y), xytext=(0, 4), textcoords="offset points", ha="center", fontsize=7)
     ax.axhline(A100_REFERENCE_FPS, color="#999999", linestyle="--", linewidth=1)
-    ax.text(ax.get_xlim()[0], A100_REFERENCE_FPS, " A100, TensorRT FP16 (published, FaceFusion)", fontsize=7,
-            va="bottom", color="#666666")
+    ax.text(0.99, A100_REFERENCE_FPS, "A100, TensorRT FP16, 92 FPS (published, FaceFusion)", fontsize=7,
+            va="bottom", ha="right", color="#666666", transform=ax.get_yaxis_transform())
     ax.set_xscale("log", base=2)
     batches = sorted({r.get("batch", 1) for r in rows})
     ax.set_xticks(batches, [str(b) for b in batches])

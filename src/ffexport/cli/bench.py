@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from ..bench.plan import DEFAULT_ISOLATION, ISOLATION
+from ..bench.plan import DEFAULT_BACKENDS, DEFAULT_ISOLATION, ISOLATION
 from ..vocab import BACKENDS, PRECISIONS
 from . import options as O
 from .common import MODULE_HELP, OUT_HELP, console, err_console, one_line_warnings
@@ -19,8 +19,9 @@ def register(app: typer.Typer) -> None:
     def bench_cmd(
         ctx: typer.Context,
         modules: str = typer.Option("all", "--modules", "-m", help=MODULE_HELP + "; 'none' with --pipeline"),
-        backends: str = typer.Option(",".join(BACKENDS), "--backends",
-                                     help=f"{', '.join(BACKENDS)}; NAME:cpu or NAME:cuda pins a device (e.g. ort:cpu)"),
+        backends: str = typer.Option(DEFAULT_BACKENDS, "--backends",
+                                     help=f"{', '.join(BACKENDS)} (compile only when named); NAME:cpu or NAME:cuda "
+                                          "pins a device (e.g. ort:cpu)"),
         precisions: str = typer.Option(",".join(PRECISIONS), "--precisions",
                                        help=f"comma-separated {', '.join(PRECISIONS)}"),
         batch: str = typer.Option("1", "--batch", help="comma-separated batch sizes, e.g. 1,8"),

@@ -111,7 +111,7 @@ def register(app: typer.Typer) -> None:
         target: Path = typer.Option(..., "--target", "-t", help="image (.jpg, .png, ...) or video (.mp4, .mov, ...)"),
         output: Path = typer.Option(..., "--output", "-o", help="output image or video (same kind as the target)"),
         config_dir: Optional[Path] = typer.Option(None, "--config-dir", help=CONFIG_DIR_HELP),
-        backend: Optional[str] = typer.Option(None, "--backend", "-b", help=_filed("torch | ort | trt, for every stage",
+        backend: Optional[str] = typer.Option(None, "--backend", "-b", help=_filed("torch | compile | ort | trt, for every stage",
                                                                                   Defaults.backend)),
         precision: Optional[str] = typer.Option(None, "--precision", "-p",
                                                 help=_filed("fp32 | fp16 | int8, for every stage", Defaults.precision)),

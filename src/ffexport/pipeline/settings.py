@@ -12,7 +12,7 @@ The file (every key optional; the defaults shown)::
 
     modules:              # module -> the variant the pipeline runs (`ffexport modules`); generator: identity
       encoder: iresnet50  #   returns the target crop (tests). Unlisted: configs/<module>.yaml's, then the default
-    backend: torch        # torch | ort | trt, for every stage
+    backend: torch        # torch | compile | ort | trt, for every stage
     precision: fp32       # fp32 | fp16 | int8, for every stage (the blender runs int8 at fp32)
     stages:               # per module, over backend/precision
       generator: {backend: ort, precision: fp16}
