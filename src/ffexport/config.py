@@ -68,6 +68,8 @@ def _override_gates(spec_gates, cfg: dict, path: str) -> dict:
             if metric not in current:
                 raise ConfigError(f"{path}: gates.{precision}.{metric} is not a gate of this module; "
                                   f"valid: {sorted(current)}")
+            if isinstance(thr, bool) or not isinstance(thr, (int, float)):
+                raise ConfigError(f"{path}: gates.{precision}.{metric} must be a number, got {thr!r}")
             current[metric] = Gate(metric, current[metric].op, float(thr))
         out[precision] = tuple(current.values())
     return out
@@ -80,17 +82,23 @@ def resolve_spec(module: str, variant: str | None = None, opset: int | None = No
 
     cfg = load_module_config(module, directory)
     spec = specs.get(module, variant or cfg.get("variant"))
+    d = config_dir(directory) if cfg else None
+    label = str(d / f"{module}.yaml") if d else f"configs/{module}.yaml"
     kw: dict[str, Any] = {}
     if opset or cfg.get("opset"):
-        kw["opset"] = int(opset or cfg["opset"])
+        value = opset or cfg["opset"]
+        if isinstance(value, bool) or not isinstance(value, int):
+            where = "--opset" if opset else f"{label}: opset"
+            raise ConfigError(f"{where} must be a whole number (e.g. 17), got {value!r}")
+        kw["opset"] = value
     if "batch" in cfg:
         b = cfg["batch"]
         try:
             kw["batch_profile"] = (int(b["min"]), int(b["opt"]), int(b["max"]))
         except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"configs/{module}.yaml: batch needs integer min, opt and max") from exc
+            raise ConfigError(f"{label}: batch needs integer min, opt and max") from exc
     if "gates" in cfg:
-        kw["gates"] = _override_gates(spec.gates, cfg["gates"], f"configs/{module}.yaml")
+        kw["gates"] = _override_gates(spec.gates, cfg["gates"], label)
     if "fallback_gates" in cfg:
-        kw["fallback_gates"] = _override_gates(spec.fallback_gates, cfg["fallback_gates"], f"configs/{module}.yaml")
+        kw["fallback_gates"] = _override_gates(spec.fallback_gates, cfg["fallback_gates"], label)
     return replace(spec, **kw) if kw else spec

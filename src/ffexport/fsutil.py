@@ -40,6 +40,8 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
 
 
 def check_overwrite(path: str | os.PathLike, force: bool) -> None:
+    if Path(path).is_dir():  # --force never removes a folder
+        raise OutputExistsError(f"{path} is a folder, not a file: move or rename it, then run again")
     if Path(path).exists() and not force:
         raise OutputExistsError(f"{path} already exists; pass --force to overwrite it")
 

@@ -38,8 +38,8 @@ def test_unreadable_checkpoint(capsys, tmp_path):
     bad.write_bytes(b"this is not a checkpoint")
     assert main(["onnx", "--module", "encoder", "--variant", "iresnet18", "--checkpoint", str(bad),
                  "--out", str(tmp_path / "o")]) == 1
-    assert "cannot read checkpoint" in _one_line(capsys)
-    assert not (tmp_path / "o" / "encoder.iresnet18" / "fp32.onnx").exists()
+    assert "bad.pth is not a PyTorch checkpoint" in _one_line(capsys)
+    assert not (tmp_path / "o").exists()  # read before any folder is made
 
 
 def test_missing_checkpoint(capsys, tmp_path):

@@ -25,6 +25,9 @@ _HEADER = 64  # TensorRT and TensorRT-RTX plan headers are this long (IRuntime.e
 
 def read_engine(path: str | Path) -> bytes:
     p = Path(path)
+    if p.is_dir():
+        raise ArtifactError(f"{p} is a folder: pass an engine file (e.g. {p}/<module>/fp16.tensorrt_rtx.engine; "
+                            "`ffexport report` lists them)")
     if not p.is_file():
         raise ArtifactError(f"engine {p} does not exist; build it with `ffexport trt`")
     data = p.read_bytes()

@@ -35,7 +35,8 @@ def register(app: typer.Typer) -> None:
         checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="state dict to load (strict)"),
         out: O.Out = Path("artifacts"),
         force: bool = typer.Option(False, "--force", help="overwrite existing artifacts"),
-        samples: int = typer.Option(4, "--parity-samples", help="faces the parity check against torch runs on"),
+        samples: int = typer.Option(4, "--parity-samples", help="faces the parity check against torch runs on",
+                                    callback=O.at_least_one),
         config_dir: O.ConfigDir = None,
         model: Optional[str] = typer.Option(None, "--model", help="bring your own: package.module:factory"),
         inputs: List[str] = typer.Option([], "--input", help="with --model: name:1x3x112x112[:dtype], repeatable"),
@@ -43,6 +44,10 @@ def register(app: typer.Typer) -> None:
         name: Optional[str] = typer.Option(None, "--name", help="with --model: artifact folder name"),
     ) -> None:
         """Export to ONNX (named IO, fixed opset, dynamic batch) and prove parity with torch on real faces."""
+        if opset is not None:
+            from ..export.onnx import check_opset
+
+            check_opset(opset)  # before any model is built (torch would print its graph first)
         with one_line_warnings():
             if model:
                 if module:

@@ -16,6 +16,15 @@ from typing import Annotated, List, Optional
 
 import typer
 
+def at_least_one(ctx: typer.Context, param: typer.CallbackParam, value):
+    """A count option (faces, samples) below 1 is a mistake to say, not to round up."""
+    if value is not None and value < 1:
+        from ..errors import InputSpecError
+
+        raise InputSpecError(f"{param.opts[0]} {value}: needs at least 1 (it counts faces)")
+    return value
+
+
 MODULE_HELP = "module name, comma-separated names, or 'all' (see `ffexport modules`)"
 OUT_HELP = "artifact root: one folder per module (default artifacts/)"
 
@@ -27,9 +36,10 @@ OptionalOut = Annotated[Optional[Path], typer.Option(
 Force = Annotated[bool, typer.Option("--force", help="redo the step even when its inputs have not changed")]
 Calib = Annotated[Optional[Path], typer.Option(
     "--calib", help="folder of face photos with landmark JSONs (INT8 calibration; parity faces when given)")]
-Samples = Annotated[Optional[int], typer.Option("--samples", help="calibration faces for INT8 (default: up to 24)")]
-ParitySamples = Annotated[Optional[int], typer.Option("--parity-samples",
-                                                      help="faces the parity gates are checked on")]
+Samples = Annotated[Optional[int], typer.Option("--samples", help="calibration faces for INT8 (default: up to 24)",
+                                                callback=at_least_one)]
+ParitySamples = Annotated[Optional[int], typer.Option("--parity-samples", help="faces the parity gates are checked on",
+                                                      callback=at_least_one)]
 ConfigDir = Annotated[Optional[Path], typer.Option("--config-dir", help="folder of <module>.yaml defaults "
                                                                         "(default: $FFEXPORT_CONFIGS, else ./configs)")]
 OnnxFile = Annotated[List[str], typer.Option(

@@ -146,10 +146,10 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
     ) -> None:
         """Swap the face of SOURCE into every face of TARGET (image or video) with the reference pipeline."""
-        from ..fsutil import check_overwrite
         from ..pipeline.media import is_image_path
 
         with one_line_warnings():
+            _check_paths(source, target, output, force)  # the cheap checks, before any model is built or adopted
             from ..artifacts.adopt import adopt_all, parse_module_paths
 
             users = parse_module_paths(onnx)
@@ -174,19 +174,6 @@ def register(app: typer.Typer) -> None:
             if preset not in X264_PRESETS:
                 raise InputSpecError(f"unknown --preset {preset!r}; valid: {', '.join(X264_PRESETS)}")
             face_mode, reference = _faces(faces)
-            if is_image_path(target) != is_image_path(output):
-                kind = "an image" if is_image_path(target) else "a video"
-                raise InputSpecError(f"--output {output} must be {kind} file like the target {target}")
-            if not source.is_file():
-                from ..errors import MediaError
-
-                raise MediaError(f"source image {source} does not exist or is not a file")
-            if not target.is_file():
-                from ..errors import MediaError
-
-                raise MediaError(f"target {target} does not exist or is not a file")
-            check_overwrite(output, force)
-
             from ..pipeline.pipeline import Pipeline
 
             say = (lambda m: err_console.print(f"[dim]{m}[/]", soft_wrap=True)) if not quiet else (lambda _m: None)
@@ -208,6 +195,29 @@ def register(app: typer.Typer) -> None:
                 if timing:
                     stats["timings_s"] = {k: round(v, 4) for k, v in pipe.timings.items()}
             _report(stats, target, output, as_json)
+
+
+def _check_paths(source: Path, target: Path, output: Path, force: bool) -> None:
+    """Source, target and output, one line each when wrong: the source decodes, the target exists, the output is a
+    file of the target's kind in an existing folder, not the target itself, and not there yet unless --force."""
+    from ..errors import MediaError, OutputExistsError
+    from ..pipeline.media import is_image_path, read_image
+
+    read_image(source, "source image")
+    if not target.is_file():
+        raise MediaError(f"target {target} does not exist or is not a file")
+    if is_image_path(target) != is_image_path(output):
+        kind = "an image" if is_image_path(target) else "a video"
+        raise InputSpecError(f"--output {output} must be {kind} file like the target {target}")
+    if output.exists() and output.resolve() == target.resolve():
+        raise InputSpecError(f"--output {output} is the target itself: write the result to another file")
+    if output.is_dir():
+        raise OutputExistsError(f"--output {output} is a folder: name a file in it (e.g. {output / 'swapped'}"
+                                f"{target.suffix})")
+    if not output.parent.is_dir():
+        raise MediaError(f"--output {output}: its folder {output.parent} does not exist; create it first")
+    if output.exists() and not force:
+        raise OutputExistsError(f"--output {output} already exists; pass --force to overwrite it")
 
 
 def _report(stats: dict, target: Path, output: Path, as_json: bool) -> None:

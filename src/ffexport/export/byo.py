@@ -53,6 +53,11 @@ def parse_input_spec(text: str) -> InputArg:
     return InputArg(m["name"], shape, dtype)
 
 
+def _said(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
 def load_factory(ref: str):
     """Import ``package.module:factory`` and call it; it must return a torch.nn.Module."""
     torch = require("torch")
@@ -65,12 +70,20 @@ def load_factory(ref: str):
         mod = importlib.import_module(mod_name)
     except ImportError as exc:
         raise InputSpecError(f"--model {ref}: cannot import {mod_name} ({exc})") from exc
+    except SyntaxError as exc:
+        raise InputSpecError(f"--model {ref}: {mod_name} has a syntax error ({Path(exc.filename or '?').name}, line "
+                             f"{exc.lineno}: {exc.msg}); fix the file and run again") from exc
+    except Exception as exc:  # the module's own code failed while importing
+        raise InputSpecError(f"--model {ref}: importing {mod_name} raised {_said(exc)}") from exc
     obj = mod
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise InputSpecError(f"--model {ref}: {mod_name} has no attribute {attr!r}")
         obj = getattr(obj, part)
-    model = obj() if callable(obj) and not isinstance(obj, torch.nn.Module) else obj
+    try:
+        model = obj() if callable(obj) and not isinstance(obj, torch.nn.Module) else obj
+    except Exception as exc:  # the user's factory failed: its own message, one line
+        raise InputSpecError(f"--model {ref}: the factory raised {_said(exc)}") from exc
     if not isinstance(model, torch.nn.Module):
         raise InputSpecError(f"--model {ref}: the factory returned {type(model).__name__}, not a torch.nn.Module")
     return model.eval()

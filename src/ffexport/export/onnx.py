@@ -37,6 +37,24 @@ def _quiet_exporter():
         yield
 
 
+def opset_range() -> tuple[int, int]:
+    """The opsets torch's TorchScript exporter (the one ffexport uses) can write."""
+    try:
+        from torch.onnx import _constants as c
+
+        return int(c.ONNX_MIN_OPSET), int(getattr(c, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", c.ONNX_MAX_OPSET))
+    except (ImportError, AttributeError):
+        return 7, 20
+
+
+def check_opset(opset) -> None:
+    """One line, before any work, for an opset the exporter cannot write."""
+    lo, hi = opset_range()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not lo <= opset <= hi:
+        raise InputSpecError(f"opset {opset!r}: torch's exporter writes opsets {lo} to {hi}; pass --opset in that "
+                             "range (default 17)")
+
+
 def export_onnx(model, example_inputs: Sequence | Mapping, path: str | Path, *, input_names: Sequence[str],
                 output_names: Sequence[str], dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
                 opset: int = 17, metadata: Mapping[str, str] | None = None, force: bool = True,
@@ -56,6 +74,7 @@ def export_onnx(model, example_inputs: Sequence | Mapping, path: str | Path, *, 
     """
     torch = require("torch", "exporting to ONNX")
     onnx = require("onnx", "exporting to ONNX")
+    check_opset(opset)
     path = Path(path)
     check_overwrite(path, force)
     if isinstance(example_inputs, Mapping):
@@ -172,12 +191,13 @@ def export_module(spec, out: str | Path = "artifacts", *, checkpoint: str | Path
     from .parity import check_parity
 
     say = progress or (lambda _m: None)
-    folder = ensure_writable_dir(artifact_dir(out, spec))
+    folder = artifact_dir(out, spec)
     final = folder / FP32_ONNX
     check_overwrite(final, force)
     t0 = time.time()
     say(f"{spec.key}: building torch model")
-    model = build_model(spec, checkpoint=checkpoint, seed=seed)
+    model = build_model(spec, checkpoint=checkpoint, seed=seed)  # a bad checkpoint fails before any folder is made
+    ensure_writable_dir(folder)
     dynamic = batch == "dynamic"
     nb = 1 if dynamic else int(batch)
     if nb < 1:

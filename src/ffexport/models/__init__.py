@@ -48,6 +48,19 @@ def build_model(spec: "ModuleSpec", checkpoint: str | Path | None = None, seed: 
     return model.eval()
 
 
+def _unreadable(p: Path, exc: Exception) -> str:
+    """Why ``p`` is not a checkpoint ffexport loads, in one line."""
+    import pickle
+
+    text = str(exc)
+    if isinstance(exc, pickle.UnpicklingError) and "weights_only" in text.lower():
+        return (f"{p} holds pickled Python objects besides tensors: ffexport loads only state dicts (tensors by "
+                "name), never pickled code; save one with torch.save(model.state_dict(), path)")
+    first = text.strip().splitlines()[0][:200] if text.strip() else ""
+    return (f"{p} is not a PyTorch checkpoint (.pt/.pth from torch.save) or a .safetensors file: torch.load "
+            f"says {type(exc).__name__}{': ' + first if first else ''}")
+
+
 def read_state_dict(path: str | Path) -> dict:
     """Load a state dict from ``.pt``/``.pth``/``.safetensors``, unwrapping common containers."""
     torch = require("torch", "loading checkpoints")
@@ -61,7 +74,7 @@ def read_state_dict(path: str | Path) -> dict:
         else:
             sd = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt, pickled code, not a checkpoint at all
-        raise CheckpointError(f"cannot read checkpoint {p}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from exc
+        raise CheckpointError(_unreadable(p, exc)) from exc
     if isinstance(sd, torch.nn.Module):
         sd = sd.state_dict()
     for key in _WRAPPER_KEYS:
