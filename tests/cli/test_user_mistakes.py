@@ -123,3 +123,22 @@ def test_swap_checks_its_paths_first_in_one_line(work, args, needles):
     _one_line(_ffexport(["swap", *args, "--out", "arts"], work), *needles)
     _unchanged(work, before)
     assert (work / "taken.png").read_bytes() == b"keep me"
+
+
+def test_a_bug_is_an_internal_error_with_its_traceback_in_a_log(monkeypatch, capsys, tmp_path):
+    """Not a user mistake: another exit code, the words "internal error", the traceback in a log file."""
+    from ffexport import specs
+    from ffexport.cli.main import INTERNAL_ERROR, main
+
+    def broken():
+        raise ZeroDivisionError("the registry divided by zero")
+
+    monkeypatch.setattr(specs, "all_specs", broken)
+    monkeypatch.setenv("FFEXPORT_LOG_DIR", str(tmp_path / "logs"))
+    assert main(["modules", "--json"]) == INTERNAL_ERROR != 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("internal error") and "ZeroDivisionError" in err[0], err
+    logs = list((tmp_path / "logs").glob("ffexport-internal-error-*.log"))
+    assert len(logs) == 1 and str(logs[0]) in err[0]
+    text = logs[0].read_text()
+    assert "Traceback" in text and "def broken" not in err[0] and "in broken" in text

@@ -55,7 +55,41 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("[red]interrupted[/]")
         return 130
+    except Exception as exc:  # a bug in ffexport, not a mistake of the user's: one line here, the traceback in a log
+        from rich.markup import escape
+
+        log = _internal_error_log(exc)
+        text = str(exc).strip().splitlines()
+        what = f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+        err_console.print(f"[red]internal error[/] (a bug in ffexport, not in your input): {escape(what)}; "
+                          f"traceback in {escape(str(log))}", soft_wrap=True)
+        return INTERNAL_ERROR
     return 0
+
+
+INTERNAL_ERROR = 70  # EX_SOFTWARE: user mistakes exit 1 (or their error's own code), bugs exit 70
+
+
+def _internal_error_log(exc: BaseException):
+    """The traceback of ``exc`` in a new file of ``$FFEXPORT_LOG_DIR`` (default: the system's temporary folder)."""
+    import os
+    import tempfile
+    import time
+    import traceback
+    from pathlib import Path
+
+    folder = Path(os.environ.get("FFEXPORT_LOG_DIR") or tempfile.gettempdir())
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=time.strftime("ffexport-internal-error-%Y%m%d-%H%M%S-"), suffix=".log",
+                                    dir=folder)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"ffexport {' '.join(sys.argv[1:])}\n\n")
+            fh.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        return Path(name)
+    except OSError:  # nowhere to write: the traceback goes to stderr after all
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+        return "stderr (no log folder was writable)"
 
 
 def entry() -> None:
