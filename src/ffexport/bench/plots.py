@@ -42,6 +42,15 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _finish(plt, fig, ax, path: Path) -> Path:
+    """Legend beside the axes, layout, the file written, the figure closed."""
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
 def _ok(rows, **match):
     return [r for r in rows if r.get("status") == "ok" and all(r.get(k) == v for k, v in match.items())]
 
@@ -119,11 +128,7 @@ def pipeline_batch_plot(res: dict, path: Path) -> Path | None:
     s = res["settings"]
     enh = "with enhancer" if s.get("enhance") else "no enhancer"
     ax.set_title(f"{res['host']}: pipeline at {s['resolution']}, {enh}", fontsize=10)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, path)
 
 
 def pipeline_fps_plot(res: dict, path: Path) -> Path | None:
@@ -160,11 +165,7 @@ def pipeline_fps_plot(res: dict, path: Path) -> Path | None:
     ax.set_ylim(0, top * 1.15)
     s = res["settings"]
     ax.set_title(f"{res['host']}: pipeline at {s['resolution']}, {s['faces']} face(s) per frame", fontsize=10)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, path)
 
 
 def pipeline_stages_plot(res: dict, path: Path) -> Path | None:

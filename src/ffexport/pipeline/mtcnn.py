@@ -161,16 +161,20 @@ class MTCNNDetector:
             return parts[0]
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
-    def _propose(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """P-Net over the pyramid: square candidate boxes, their scores and image indices."""
+    def _pnet_levels(self, images: torch.Tensor):
+        """P-Net on each pyramid level: ``((sx, sy), prob (B, h, w), reg (B, 4, h, w))``, ``sx, sy`` the level's
+        scale against the images."""
         h, w = images.shape[-2:]
-        boxes, scores, index = [], [], []
         pyramid = AreaPyramid(images)
         for s in self.scales(h, w):
             sh, sw = max(CELL, math.ceil(h * s)), max(CELL, math.ceil(w * s))
-            level = pyramid.level((sh, sw))
-            out = self._run(self.pnet, normalise(level))
-            prob, reg = out["prob"][:, 1].float(), out["reg"].float()
+            out = self._run(self.pnet, normalise(pyramid.level((sh, sw))))
+            yield (sw / w, sh / h), out["prob"][:, 1].float(), out["reg"].float()
+
+    def _propose(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """P-Net over the pyramid: square candidate boxes, their scores and image indices."""
+        boxes, scores, index = [], [], []
+        for (sx, sy), prob, reg in self._pnet_levels(images):
             b, i, j = (prob >= self.thresholds[0]).nonzero(as_tuple=True)
             if b.numel() == 0:
                 continue
@@ -178,7 +182,6 @@ class MTCNNDetector:
             if score.numel() > MAX_CANDIDATES:
                 top = torch.topk(score, MAX_CANDIDATES).indices
                 b, i, j, score = b[top], i[top], j[top], score[top]
-            sx, sy = sw / w, sh / h
             x1, y1 = (STRIDE * j).float(), (STRIDE * i).float()
             box = torch.stack([x1 / sx, y1 / sy, (x1 + CELL) / sx, (y1 + CELL) / sy], 1)
             keep = batched_nms(box, score, b, self.nms_thresholds[0])  # regression waits until after NMS
@@ -220,16 +223,10 @@ class MTCNNDetector:
     def _propose_fixed(self, images: torch.Tensor, cap: Capacity):
         """P-Net over the pyramid on fixed buffers: ``(B, R, 8)`` boxes + regression, scores, valid mask, and
         the images whose buffers overflowed or whose NMS did not settle."""
-        h, w = images.shape[-2:]
         n = images.shape[0]
         rows, scores, valid = [], [], []
         bad = torch.zeros(n, dtype=torch.bool, device=images.device)
-        pyramid = AreaPyramid(images)
-        for s in self.scales(h, w):
-            sh, sw = max(CELL, math.ceil(h * s)), max(CELL, math.ceil(w * s))
-            level = pyramid.level((sh, sw))
-            out = self._run(self.pnet, normalise(level))
-            prob, reg = out["prob"][:, 1].float(), out["reg"].float()
+        for (sx, sy), prob, reg in self._pnet_levels(images):
             gw = prob.shape[-1]
             flat = prob.flatten(1)
             k = min(cap.level, flat.shape[1])
@@ -238,7 +235,6 @@ class MTCNNDetector:
             if k < flat.shape[1]:
                 bad |= live[:, -1]  # the k-th best passed: more may have
             i, j = torch.div(cell, gw, rounding_mode="floor"), cell % gw
-            sx, sy = sw / w, sh / h
             x1, y1 = (STRIDE * j).float(), (STRIDE * i).float()
             box = torch.stack([x1 / sx, y1 / sy, (x1 + CELL) / sx, (y1 + CELL) / sy], -1)
             r = torch.gather(reg.flatten(2), 2, cell[:, None, :].expand(-1, 4, -1)).transpose(1, 2)
