@@ -39,12 +39,44 @@ def _register() -> None:
 _register()
 
 
+class Stopped(BaseException):
+    """SIGINT or SIGTERM arrived: unwinds like KeyboardInterrupt (every ``finally`` runs: temporary files go, the
+    previous good artifacts stay), but passes through click, which would print "Aborted!" and exit 1."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        super().__init__(signum)
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+
+
+def _stop_on_signals():
+    """SIGINT and SIGTERM raise :class:`Stopped` in the main thread; returns how to put the old handlers back."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def stop(signum, _frame):
+        raise Stopped(signum)
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    return lambda: [signal.signal(s, h) for s, h in old.items()]
+
+
 def main(argv: list[str] | None = None) -> int:
     from ..errors import FFExportError
     from .common import err_console
 
+    restore = _stop_on_signals()
     try:
         app(args=argv, standalone_mode=True)
+    except Stopped as stop:
+        err_console.print(f"[red]stopped[/] by {stop.name}: the step in progress was abandoned and its temporary "
+                          "files removed; artifacts finished before it are intact", soft_wrap=True)
+        return 128 + stop.signum
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 1
     except FFExportError as exc:
@@ -64,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print(f"[red]internal error[/] (a bug in ffexport, not in your input): {escape(what)}; "
                           f"traceback in {escape(str(log))}", soft_wrap=True)
         return INTERNAL_ERROR
+    finally:
+        restore()
     return 0
 
 
