@@ -81,6 +81,40 @@ def test_roi_paste_equals_full_frame_blend():
     assert changed.sum() > 1000  # both faces were pasted
 
 
+def test_batched_paste_keeps_the_order_of_overlapping_faces_and_calls_the_blender_once_per_round():
+    """Faces of several frames in one blender call; two overlapping faces of a frame pasted one after the other."""
+    from ffexport.backends.torch import TorchRunner
+    from ffexport.models import build_model
+    from ffexport.vision import align
+    from ffexport.pipeline.paste import _rounds, paste
+    from ffexport.pipeline.stages import Stage
+
+    blender_spec = specs.get("blender")
+    model = build_model(blender_spec)
+    blender = Stage(blender_spec, TorchRunner(model, spec=blender_spec), "torch", "fp32")
+    calls = []
+    run = blender.run
+    blender.run = lambda feeds: calls.append(feeds["frame"].shape[0]) or run(feeds)
+    mask = torch.tensor([0.3, 0.0, 0.0, 0.0, 0.0])
+    photo = torch.from_numpy(astronaut()).permute(2, 0, 1)[None].float()
+    frames = torch.cat([photo, photo.flip(-1), photo.flip(-2)])
+    face = torch.tensor([[203.0, 101.0], [246.0, 103.0], [224.0, 129.0], [202.0, 139.0], [245.0, 141.0]])
+    kps = torch.stack([face, face + 20.0, face + torch.tensor([150.0, 250.0]), face * 1.5 + 30.0])
+    index = torch.tensor([0, 0, 1, 2])  # faces 0 and 1 overlap in frame 0
+    _, M = align.align_crop(frames, kps, specs.get("generator").template, 128, image_index=index)
+    crops = torch.rand(4, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    affine = align.invert_affine(M.double()).float()
+    work = frames.clone()
+    paste(work, crops, affine, index, blender, mask)
+    expected = frames / 255.0
+    for f, b in enumerate(index.tolist()):  # one face after another, on whole frames
+        expected[b:b + 1] = model(expected[b:b + 1], crops[f:f + 1], affine[f:f + 1], mask[None])
+    expected = (expected * 255).round().clamp(0, 255)
+    assert (work - expected).abs().max() <= 1.0 and (work != expected).float().mean() < 1e-3
+    assert calls == [3, 1]  # faces 0, 2 and 3 together, then face 1 over face 0
+    assert _rounds([(0, 0, 10, 10), (5, 5, 15, 15), (0, 0, 10, 10), (20, 20, 30, 30)], [0, 0, 1, 0]) == [[0, 2, 3], [1]]
+
+
 def test_rois_cover_the_mask_and_respect_the_minimum_size():
     from ffexport.models.blender import box_mask, warp_crop
     from ffexport.pipeline.paste import MIN_ROI, mask_rois
