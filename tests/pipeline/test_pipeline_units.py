@@ -50,17 +50,23 @@ def test_poisson_blend_takes_colour_from_the_target_and_detail_from_the_crop():
 
 # --- paste back on a region of interest ----------------------------------------------------
 
-def test_roi_paste_equals_full_frame_blend():
-    """The pipeline blends on the face's region only: it must equal the blender on the whole frame."""
+def _torch_blender():
+    """The blender module and a torch FP32 stage running it."""
     from ffexport.backends.torch import TorchRunner
     from ffexport.models import build_model
-    from ffexport.vision import align
-    from ffexport.pipeline.paste import paste
     from ffexport.pipeline.stages import Stage
 
-    blender_spec = specs.get("blender")
-    model = build_model(blender_spec)
-    blender = Stage(blender_spec, TorchRunner(model, spec=blender_spec), "torch", "fp32")
+    spec = specs.get("blender")
+    model = build_model(spec)
+    return model, Stage(spec, TorchRunner(model, spec=spec), "torch", "fp32")
+
+
+def test_roi_paste_equals_full_frame_blend():
+    """The pipeline blends on the face's region only: it must equal the blender on the whole frame."""
+    from ffexport.vision import align
+    from ffexport.pipeline.paste import paste
+
+    model, blender = _torch_blender()
     mask = torch.tensor([0.3, 0.05, 0.1, 0.0, 0.1])
     frame = torch.from_numpy(astronaut()).permute(2, 0, 1)[None].float()
     kps = torch.tensor([[[203.0, 101.0], [246.0, 103.0], [224.0, 129.0], [202.0, 139.0], [245.0, 141.0]],
@@ -83,15 +89,10 @@ def test_roi_paste_equals_full_frame_blend():
 
 def test_batched_paste_keeps_the_order_of_overlapping_faces_and_calls_the_blender_once_per_round():
     """Faces of several frames in one blender call; two overlapping faces of a frame pasted one after the other."""
-    from ffexport.backends.torch import TorchRunner
-    from ffexport.models import build_model
     from ffexport.vision import align
     from ffexport.pipeline.paste import _rounds, paste
-    from ffexport.pipeline.stages import Stage
 
-    blender_spec = specs.get("blender")
-    model = build_model(blender_spec)
-    blender = Stage(blender_spec, TorchRunner(model, spec=blender_spec), "torch", "fp32")
+    model, blender = _torch_blender()
     calls = []
     run = blender.run
     blender.run = lambda feeds: calls.append(feeds["frame"].shape[0]) or run(feeds)

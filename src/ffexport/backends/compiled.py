@@ -34,13 +34,9 @@ class CompileRunner(TorchRunner):
     backend = "compile"
 
     def __init__(self, model, spec=None, device: str = "cpu", precision: str = "fp32", name: str = "",
-                 cache_dir: str | Path | None = None, channels_last: bool = False):
+                 cache_dir: str | Path | None = None):
         super().__init__(model, spec=spec, device=device, precision=precision, name=name)
         self.cache_dir = Path(cache_dir) if cache_dir else None
-        self.channels_last = bool(channels_last)
-        # CUDA graphs of inductor's own (mode "reduce-overhead"); off when a caller captures this module in a graph
-        # of its own (the MTCNN cascade)
-        self.cuda_graphs = True
         # run the eager module instead (a caller that captures its own graph, or a module whose input shape
         # changes on every call: compiling it per shape would cost more than it saves)
         self.eager = False
@@ -54,49 +50,34 @@ class CompileRunner(TorchRunner):
             # read when inductor first writes: a value set by the user wins
             os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(self.cache_dir.resolve()))
         _raise_recompile_limit(torch)
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
         self._cuda = self.device.startswith("cuda")
-        self._compiled = None  # compiled at the first call: a caller may turn cuda_graphs off before it
-
-    def _compile(self):
-        torch = require("torch")
-        graphs = self._cuda and self.cuda_graphs
-        # the batch axis is marked dynamic at the first call (see infer_impl): one compilation serves every batch
-        self._compiled = torch.compile(self.model, mode="reduce-overhead" if graphs else None, dynamic=None)
-        return self._compiled
+        # the batch axis is marked dynamic at the first call (see infer_impl): one compilation serves every batch;
+        # torch.compile itself compiles nothing until then
+        self._compiled = torch.compile(self.model, mode="reduce-overhead" if self._cuda else None, dynamic=None)
+        self._called = False
 
     def infer_impl(self, feeds: Mapping[str, "object"]) -> dict:
         if self.eager:
             return super().infer_impl(feeds)
         torch = require("torch")
-        args = []
-        for n in self.input_names:
-            t = feeds[n].to(self.device, non_blocking=True)
-            t = t.to(self._dtype) if t.is_floating_point() else t
-            if self.channels_last and t.ndim == 4:
-                t = t.contiguous(memory_format=torch.channels_last)
-            args.append(t)
+        args = self._args(feeds)
         key = " ".join("x".join(map(str, a.shape)) for a in args)
         first = key not in self.compile_s
-        if self._compiled is None and all(a.ndim and a.shape[0] > 1 for a in args):
+        if not self._called and all(a.ndim and a.shape[0] > 1 for a in args):
             for a in args:  # torch specialises batch 0 and 1: a batch of 1 compiles a static graph instead
                 torch._dynamo.mark_dynamic(a, 0)
+        self._called = True
         t0 = time.perf_counter()
         with torch.inference_mode():
-            if self._cuda and self.cuda_graphs:
+            if self._cuda:
                 torch.compiler.cudagraph_mark_step_begin()
-            out = (self._compile() if self._compiled is None else self._compiled)(*args)
-            if isinstance(out, torch.Tensor):
-                out = (out,)
             # copies: the next replay of the CUDA graph writes over its outputs
-            out = [o.to(torch.float32, copy=True) if o.is_floating_point() else o.clone() for o in out]
+            out = self._named(self._compiled(*args), copy=True)
         if first:
             if self._cuda:
                 torch.cuda.synchronize(self.device)
             self.compile_s[key] = round(time.perf_counter() - t0, 3)
-        names = self.output_names or [f"output_{i}" for i in range(len(out))]
-        return dict(zip(names, out))
+        return out
 
     def deactivate_impl(self) -> None:
         self._compiled = None

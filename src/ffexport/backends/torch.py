@@ -31,18 +31,28 @@ class TorchRunner(Runner):
         self._dtype = torch.float16 if self.precision == "fp16" else torch.float32
         self.load_time_s = time.perf_counter() - t0
 
-    def infer_impl(self, feeds: Mapping[str, "object"]) -> dict:
-        torch = require("torch")
+    def _args(self, feeds: Mapping[str, "object"]) -> list:
+        """The model's arguments: each input on the device, floating ones at the runner's precision."""
         args = []
         for n in self.input_names:
             t = feeds[n].to(self.device, non_blocking=True)
             args.append(t.to(self._dtype) if t.is_floating_point() else t)
-        with torch.inference_mode():
-            out = self.model(*args)
+        return args
+
+    def _named(self, out, copy: bool = False) -> dict:
+        """Outputs by name, floating ones as float32 (``copy``: always a new tensor)."""
+        torch = require("torch")
         if isinstance(out, torch.Tensor):
             out = (out,)
         names = self.output_names or [f"output_{i}" for i in range(len(out))]
-        return {n: (o.float() if o.is_floating_point() else o) for n, o in zip(names, out)}
+        return {n: (o.to(torch.float32, copy=copy) if o.is_floating_point() else (o.clone() if copy else o))
+                for n, o in zip(names, out)}
+
+    def infer_impl(self, feeds: Mapping[str, "object"]) -> dict:
+        torch = require("torch")
+        args = self._args(feeds)
+        with torch.inference_mode():
+            return self._named(self.model(*args))
 
     def deactivate_impl(self) -> None:
         self.model = self.model.to("cpu")

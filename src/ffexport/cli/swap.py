@@ -149,7 +149,7 @@ def register(app: typer.Typer) -> None:
         from ..pipeline.media import is_image_path
 
         with one_line_warnings():
-            _check_paths(source, target, output, force)  # the cheap checks, before any model is built or adopted
+            source_image = _check_paths(source, target, output, force)  # before any model is built or adopted
             from ..artifacts.adopt import adopt_all, parse_module_paths
 
             users = parse_module_paths(onnx)
@@ -182,7 +182,7 @@ def register(app: typer.Typer) -> None:
                                           batch=batch, mask=_mask(mask), build_missing=not no_build, timing=timing,
                                           min_face=min_face, say=say)
             with pipe:
-                pipe.set_source(source)
+                pipe.set_source(source_image, str(source))  # decoded once, by the check
                 if reference is not None:
                     pipe.set_reference(reference)
                 pipe.reset_timings()  # time the target only
@@ -197,13 +197,14 @@ def register(app: typer.Typer) -> None:
             _report(stats, target, output, as_json)
 
 
-def _check_paths(source: Path, target: Path, output: Path, force: bool) -> None:
+def _check_paths(source: Path, target: Path, output: Path, force: bool):
     """Source, target and output, one line each when wrong: the source decodes, the target exists, the output is a
-    file of the target's kind in an existing folder, not the target itself, and not there yet unless --force."""
+    file of the target's kind in an existing folder, not the target itself, and not there yet unless --force.
+    Returns the decoded source image."""
     from ..errors import MediaError, OutputExistsError
     from ..pipeline.media import is_image_path, read_image
 
-    read_image(source, "source image")
+    image = read_image(source, "source image")
     if not target.is_file():
         raise MediaError(f"target {target} does not exist or is not a file")
     if is_image_path(target) != is_image_path(output):
@@ -218,6 +219,7 @@ def _check_paths(source: Path, target: Path, output: Path, force: bool) -> None:
         raise MediaError(f"--output {output}: its folder {output.parent} does not exist; create it first")
     if output.exists() and not force:
         raise OutputExistsError(f"--output {output} already exists; pass --force to overwrite it")
+    return image
 
 
 def _report(stats: dict, target: Path, output: Path, as_json: bool) -> None:

@@ -391,16 +391,14 @@ class MTCNN:
         # on a GPU the fixed-shape cascade (one read-back per batch); on a CPU the variable-size one does less work
         gpu = self.device.type == "cuda"
         capacity = Capacity() if gpu else None
-        # nets that torch runs are captured with the cascade in one CUDA graph (compiled ones without graphs of
-        # their own: a graph is not captured inside another)
+        # nets that torch runs are captured with the cascade in one CUDA graph (compiled ones run eager: a graph
+        # is not captured inside another)
         graphs = gpu and all(s.backend in TORCH_BACKENDS for s in self.stages.values())
         if graphs:
             for s in self.stages.values():
-                if s.backend == "compile":
-                    # inside the cascade's graph the eager nets launch nothing the graph does not replay at once;
-                    # compiling them would cost a compilation per pyramid level and batch for little
-                    s.runner.eager = True
-                    s.pad_batches = False  # the cascade's shapes are fixed already
+                # inside the cascade's graph the eager nets launch nothing the graph does not replay at once;
+                # compiling them would cost a compilation per pyramid level and batch for little
+                s.run_eager()
         self.cascade = MTCNNDetector(*self.stages.values(), device=self.device, thresholds=(0.6, 0.7, last),
                                      min_face=min_face, max_batch=min(batch) if batch else None, pad_batches=pad,
                                      capacity=capacity, cuda_graphs=graphs)

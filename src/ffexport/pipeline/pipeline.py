@@ -128,12 +128,9 @@ class Pipeline:
             self._emap = source_transform(self.stages["generator"].spec)  # the inswapper latent's matrix
             if self.enhance:
                 self._add_stage("enhancer")
-            blender = self._add_stage("blender")
-            if blender.backend == "compile":
-                # the blender runs on each face's region of the frame, a new shape for nearly every face: compiled
-                # per shape it would compile all the time, so it runs eager (see benchmarks/NOTES.md)
-                blender.runner.eager = True
-                blender.pad_batches = False
+            # the blender runs on each face's region of the frame, a new shape for nearly every face: compiled per
+            # shape it would compile all the time, so it runs eager (see benchmarks/NOTES.md)
+            self._add_stage("blender").run_eager()
         except BaseException:
             self.close()
             raise

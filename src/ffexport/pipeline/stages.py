@@ -60,6 +60,13 @@ class Stage:
         out = self.runner.infer(feeds)
         return {k: (v.float() if v.is_floating_point() and v.dtype != torch.float32 else v) for k, v in out.items()}
 
+    def run_eager(self) -> None:
+        """A compiled stage runs its eager module, unpadded (inside a caller's CUDA graph, or for inputs whose
+        shape changes nearly every call); other stages are eager already."""
+        if self.backend == "compile":
+            self.runner.eager = True
+            self.pad_batches = False
+
     def _run_padded(self, feeds):
         n = next(iter(feeds.values())).shape[0]
         size = bucket(n, smallest=2)  # torch.compile specialises a batch of 1: 2 keeps the batch axis dynamic

@@ -113,20 +113,10 @@ def _offset_per_image(boxes: torch.Tensor, image_index: torch.Tensor) -> torch.T
     return boxes + (image_index.to(boxes.dtype) * span * 2)[:, None]
 
 
-def _min_overlap(a: torch.Tensor) -> torch.Tensor:
-    """(N, N) intersection over the smaller area."""
-    area = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
-    lt = torch.maximum(a[:, None, :2], a[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], a[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    smaller = torch.minimum(area[:, None], area[None, :]).clamp(min=1e-12)
-    return inter / smaller
-
-
 def _min_nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
     """Greedy NMS with intersection-over-minimum overlap (MTCNN's last stage), as a fixed point."""
     order = torch.sort(scores, descending=True, stable=True).indices
-    over = torch.triu(_min_overlap(boxes[order].float()) > threshold, diagonal=1)
+    over = torch.triu(pair_overlap(boxes[order].float()[None], "min")[0] > threshold, diagonal=1)
     keep = torch.ones(order.shape[0], dtype=torch.bool, device=boxes.device)
     for _ in range(order.shape[0]):
         new = ~(over & keep[:, None]).any(0)
