@@ -61,22 +61,29 @@ def _torch_blender():
     return model, Stage(spec, TorchRunner(model, spec=spec), "torch", "fp32")
 
 
+def _paste_random_crops(frames, kps, index, seed, blender, mask):
+    """Seeded random 128-px crops pasted at the faces ``kps`` of ``frames[index]``: (pasted frames, crops, crop ->
+    frame affines)."""
+    from ffexport.pipeline.paste import paste
+    from ffexport.vision import align
+
+    _, M = align.align_crop(frames, kps, specs.get("generator").template, 128, image_index=index)
+    crops = torch.rand(kps.shape[0], 3, 128, 128, generator=torch.Generator().manual_seed(seed))
+    affine = align.invert_affine(M.double()).float()
+    work = frames.clone()
+    paste(work, crops, affine, index, blender, mask)
+    return work, crops, affine
+
+
 def test_roi_paste_equals_full_frame_blend():
     """The pipeline blends on the face's region only: it must equal the blender on the whole frame."""
-    from ffexport.vision import align
-    from ffexport.pipeline.paste import paste
-
     model, blender = _torch_blender()
     mask = torch.tensor([0.3, 0.05, 0.1, 0.0, 0.1])
     frame = torch.from_numpy(astronaut()).permute(2, 0, 1)[None].float()
     kps = torch.tensor([[[203.0, 101.0], [246.0, 103.0], [224.0, 129.0], [202.0, 139.0], [245.0, 141.0]],
                         [[403.0, 401.0], [446.0, 395.0], [424.0, 429.0], [402.0, 439.0], [445.0, 441.0]]])
     index = torch.zeros(2, dtype=torch.long)
-    _, M = align.align_crop(frame, kps, specs.get("generator").template, 128, image_index=index)
-    crops = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
-    affine = align.invert_affine(M.double()).float()
-    work = frame.clone()
-    paste(work, crops, affine, index, blender, mask)
+    work, crops, affine = _paste_random_crops(frame, kps, index, 0, blender, mask)
     full = frame / 255.0
     for f in range(2):  # faces composite one after the other
         full = model(full, crops[f:f + 1], affine[f:f + 1], mask[None])
@@ -89,8 +96,7 @@ def test_roi_paste_equals_full_frame_blend():
 
 def test_batched_paste_keeps_the_order_of_overlapping_faces_and_calls_the_blender_once_per_round():
     """Faces of several frames in one blender call; two overlapping faces of a frame pasted one after the other."""
-    from ffexport.vision import align
-    from ffexport.pipeline.paste import _rounds, paste
+    from ffexport.pipeline.paste import _rounds
 
     model, blender = _torch_blender()
     calls = []
@@ -102,11 +108,7 @@ def test_batched_paste_keeps_the_order_of_overlapping_faces_and_calls_the_blende
     face = torch.tensor([[203.0, 101.0], [246.0, 103.0], [224.0, 129.0], [202.0, 139.0], [245.0, 141.0]])
     kps = torch.stack([face, face + 20.0, face + torch.tensor([150.0, 250.0]), face * 1.5 + 30.0])
     index = torch.tensor([0, 0, 1, 2])  # faces 0 and 1 overlap in frame 0
-    _, M = align.align_crop(frames, kps, specs.get("generator").template, 128, image_index=index)
-    crops = torch.rand(4, 3, 128, 128, generator=torch.Generator().manual_seed(1))
-    affine = align.invert_affine(M.double()).float()
-    work = frames.clone()
-    paste(work, crops, affine, index, blender, mask)
+    work, crops, affine = _paste_random_crops(frames, kps, index, 1, blender, mask)
     expected = frames / 255.0
     for f, b in enumerate(index.tolist()):  # one face after another, on whole frames
         expected[b:b + 1] = model(expected[b:b + 1], crops[f:f + 1], affine[f:f + 1], mask[None])
