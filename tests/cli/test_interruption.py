@@ -47,12 +47,13 @@ def test_a_signal_during_an_export_stops_cleanly(finished, sig):
     blender = finished / "arts" / "blender"
     before = {p.name: sha256_file(p) for p in blender.iterdir()}
     proc = _start(["onnx", "-m", "generator", "--variant", "inswapper-128", "--out", "arts", "--force"], finished)
-    _wait_for(".fp32.onnx.*.part", finished / "arts" / "generator", proc)  # the export is writing its file
+    _wait_for(".stage-*/.fp32.onnx.*.part", finished / "arts" / "generator", proc)  # the export is writing its file
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + sig, (proc.returncode, err[-2000:])
     last = [line for line in err.splitlines() if line.strip()][-1]
     assert last.startswith(f"stopped by {sig.name}") and "Traceback" not in err, err[-2000:]
     assert not list((finished / "arts").rglob("*.part"))  # no temporary file left behind
+    assert not [p for p in (finished / "arts").rglob(".*") if p.name != ".trt-cache"]  # no staging folder, no lock
     assert not (finished / "arts" / "generator" / "fp32.onnx").exists()
     assert {p.name: sha256_file(p) for p in blender.iterdir()} == before  # the finished artifact is intact

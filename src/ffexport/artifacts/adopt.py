@@ -26,8 +26,8 @@ from pathlib import Path
 
 from .._lazy import require
 from ..errors import ArtifactError, ConfigError, InputSpecError
-from ..fsutil import atomic_path, ensure_writable_dir, sha256_file
-from ..manifest import Manifest, new_record
+from ..fsutil import sha256_file, staging
+from ..manifest import Manifest, locked, new_record
 from ..vocab import FP32_ONNX
 from . import layouts as L
 
@@ -113,7 +113,8 @@ def _plan_from_contract(module: str, g: L.Graph, base, contract: dict, where: st
             raise ConfigError(f"{where}: {kind} must map each of {spec_names} to the file's names, got {sorted(mapping)}")
         bad = [v for v in mapping.values() if v not in file_names]
         if bad:
-            raise ConfigError(f"{where}: {kind} {bad} are not in {g.path.name} (it has {sorted(file_names)})")
+            raise ConfigError(f"{where}: {kind} {bad} are not in {g.path.name} (it has {sorted(file_names)}); "
+                              f"map each of {spec_names} to one of the file's {kind}")
     image = next((t for t in g.inputs if t.name in ins.values() and len(t.dims) == 4), None)
     size = (image.fixed(2) if image else None) or (base.input_size[0] if base.input_size else 0)
     pre = base.preprocess
@@ -277,6 +278,28 @@ def _own_export(model, module: str):
     return None
 
 
+def _check_own_names(model, own, module: str, path: Path) -> None:
+    """An ffexport export keeps the spec's tensor names; one renamed since (by a graph tool, say) is one line
+    naming the spec's names and the file's, and the two ways out."""
+    from ..passes import graph as G
+
+    have_in = [i.name for i in G.graph_inputs(model)]
+    have_out = [o.name for o in model.graph.output]
+    if set(have_in) == set(own.input_names) and set(have_out) == set(own.output_names):
+        return
+    ins = dict(zip(own.input_names, have_in)) if len(have_in) == len(own.input_names) else {}
+    outs = dict(zip(own.output_names, have_out)) if len(have_out) == len(own.output_names) else {}
+    example = (f" (e.g. inputs: {_flow(ins)}, outputs: {_flow(outs)})" if ins and outs else "")
+    raise InputSpecError(f"--onnx {module}={path.name}: its metadata says it is ffexport's {own.key} export, but "
+                         f"its tensors are named {have_in} -> {have_out}, not {list(own.input_names)} -> "
+                         f"{list(own.output_names)}; export it again with `ffexport onnx -m {module} --variant "
+                         f"{own.variant}`, or map each name with --contract {module}=FILE{example}")
+
+
+def _flow(mapping: dict) -> str:
+    return "{" + ", ".join(f"{k}: {v}" for k, v in mapping.items()) + "}"
+
+
 def adopt(module: str, path: str | Path, out: str | Path = "artifacts", contract: str | Path | None = None,
           say=None):
     """Adopt ``path`` as ``module``'s FP32 artifact under ``out`` and register its spec (see the module
@@ -294,6 +317,7 @@ def adopt(module: str, path: str | Path, out: str | Path = "artifacts", contract
     where = f"--contract {contract}"
     own = _own_export(model, module) if not cfg else None
     if own is not None:
+        _check_own_names(model, own, module, path)
         plan = L.Plan(module, f"ffexport export ({own.key})", {n: n for n in own.input_names},
                       {n: (n, None) for n in own.output_names}, int(own.input_size[0]) if own.input_size else 0,
                       own.preprocess, source_transform=own.source_transform)
@@ -322,7 +346,8 @@ def adopt(module: str, path: str | Path, out: str | Path = "artifacts", contract
                     input_size=(plan.size, plan.size) if plan.size else base.input_size, pretrained=trained,
                     ci=False, summary=f"{base.module} from {path.name} ({plan.layout} layout)")
     key = {"source_sha256": source_sha, "layout": plan.layout, "inputs": plan.inputs,
-           "outputs": {k: [v[0], v[1]] for k, v in plan.outputs.items()}, "preprocess": plan.preprocess.describe(),
+           "outputs": {k: [v[0], v[1]] for k, v in plan.outputs.items()},
+           "preprocess": plan.preprocess.describe() if plan.preprocess else None,
            "template": template.name if template else None, "source_transform": plan.source_transform,
            "decode": plan.decode}
     man = Manifest.load(folder)
@@ -358,23 +383,22 @@ def adopt(module: str, path: str | Path, out: str | Path = "artifacts", contract
     if not parity["passed"]:
         raise ArtifactError(f"{module}: the adopted graph of {path.name} does not reproduce the file's outputs "
                             f"(max abs error {parity['max_abs_err']}); report this with the file's layout")
-    ensure_writable_dir(folder)
-    man = Manifest.load(folder)
-    for stale in [n for n in man.data["artifacts"] if n != FP32_ONNX]:
-        # made from another file (or mapping): removed with their records first, the passes rebuild them
-        man.data["artifacts"].pop(stale)
-        man.save()
-        (folder / stale).unlink(missing_ok=True)
-    with atomic_path(fp32) as tmp:
+    with locked(folder, say), staging(fp32) as tmp:
+        man = Manifest.load(folder)
         tmp.write_bytes(candidate.SerializeToString())
-    man.set_module(spec)
-    record = new_record(fp32, pass_name="adopt", parent=None, started=t0, parity=parity,
-                        inputs={"onnx": str(path), "sha256": source_sha, "origin": "user",
-                                "torch_reference": None, "notes": plan.notes},
-                        key={"adopt": key, "checkpoint_sha256": None},
-                        options={"layout": plan.layout, "batch": "dynamic" if batch_dynamic else 1},
-                        io=spec.contract())
-    man.put(FP32_ONNX, record)
+        man.set_module(spec)
+        record = new_record(tmp, name=fp32.name, pass_name="adopt", parent=None, started=t0, parity=parity,
+                            inputs={"onnx": str(path), "sha256": source_sha, "origin": "user",
+                                    "torch_reference": None, "notes": plan.notes},
+                            key={"adopt": key, "checkpoint_sha256": None},
+                            options={"layout": plan.layout, "batch": "dynamic" if batch_dynamic else 1},
+                            io=spec.contract())
+        man.commit(FP32_ONNX, tmp, record)
+        for stale in [n for n in man.data["artifacts"] if n != FP32_ONNX]:
+            # made from another file (or mapping): records first, then files; the passes rebuild them
+            man.data["artifacts"].pop(stale)
+            man.save()
+            (folder / stale).unlink(missing_ok=True)
     say(f"{module}: {path.name} -> {fp32} ({plan.layout} layout, outputs identical)")
     return _register(spec)
 

@@ -19,6 +19,7 @@ Defaults come from ``configs/<module>.yaml`` (keys ``fp16``, ``int8`` and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field, replace
@@ -26,8 +27,8 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from ..errors import ArtifactError, CalibrationError, InputSpecError, UnknownNameError
-from ..fsutil import ensure_writable_dir, sha256_file
-from ..manifest import new_record
+from ..fsutil import ensure_writable_dir, sha256_file, staging
+from ..manifest import locked, new_record
 from ..passes.proof import calib as C
 from ..passes.base import Proof
 from ..passes.proof.judge import Judge
@@ -114,7 +115,9 @@ def optimize(target, precision: str, settings: Settings | None = None, *, result
         target = module_target(target, s.out)
     run = Chain(target, s, precision=precision)
     steps = ({"simplify", precision} | ({"export"} if target.source is None else set())) if s.force else set()
-    return run.chain(precision, force=steps, results=results, reprove=reprove)
+    # the chain's parents cannot change under it (a folder not made yet is locked by its export)
+    with locked(target.folder, s.progress) if target.folder.is_dir() else contextlib.nullcontext():
+        return run.chain(precision, force=steps, results=results, reprove=reprove)
 
 
 def optimize_onnx(path: str | Path, precision: str, settings: Settings | None = None, *, inputs=(),
@@ -185,8 +188,10 @@ class Chain:
 
     def options(self, step: str, **overrides):
         """The validated options of ``step``: configs, then the settings' explicit options, then ``overrides``."""
+        from ..config import module_config_label
+
         p = get_pass(step)
-        where = f"configs/{self.spec.module}.yaml"
+        where = module_config_label(self.spec.module, self.settings.config_dir)
         explicit = {**dict(self.settings.options.get(step, {})), **{k: v for k, v in overrides.items() if v is not None}}
         return p.configure(self.cfg.get(p.config_key) if p.config_key else None, self.spec, explicit, where)
 
@@ -247,6 +252,8 @@ class Chain:
               reprove: bool = True, **overrides) -> Path:
         """export (or the given ONNX) -> simplify -> the precision's step; ``overrides`` are that step's options."""
         results = results if results is not None else []
+        if precision == "int8" and self.calib is not None:
+            self.faceset()  # a calibration folder without usable faces is one line before anything is written
         if self.target.source is None:
             results.append(self.export(force="export" in force))
             parent = self.target.fp32
@@ -329,16 +336,17 @@ class Chain:
             raise ArtifactError(f"{parent} does not exist: run `ffexport optimize` (or `ffexport onnx`) first")
         return Path(parent)
 
-    def _put(self, name: str, path: Path, parent: Path, step: str, options: dict, key: dict, t0: float,
+    def _put(self, name: str, staged: Path, parent: Path, step: str, options: dict, key: dict, t0: float,
              fields: dict, inputs: dict) -> StepResult:
+        """Commit the staged artifact and its record together (the parent's hash is the key's, taken at the start)."""
         parity = fields.pop("parity")
         m = self.target.manifest()
-        rec = new_record(path, pass_name=step, parent=parent, options=options, parity=parity, inputs=inputs,
-                         key=key, started=t0, **fields)
+        rec = new_record(staged, name=name, pass_name=step, parent=parent, parent_sha256=key["parent_sha256"],
+                         options=options, parity=parity, inputs=inputs, key=key, started=t0, **fields)
         if Path(parent).parent.resolve() != self.target.folder.resolve():
             rec["parent"]["path"] = str(parent)
-        m.put(name, rec)
-        return StepResult(step, path, rec, False)
+        m.commit(name, staged, rec)
+        return StepResult(step, self.target.folder / name, rec, False)
 
     def _inputs(self, calibration: bool = False) -> dict:
         fs = self.faceset()
@@ -371,20 +379,24 @@ class Chain:
             record["samples"] = len(self.split()[0])
 
 
-        key = self._key(name, parent, record, precision, calibration=calibration, tools=p.tools)
-        hit = self._skip(self.target.names["sim" if name == "simplify" else name], key, force, loose)
-        if hit:
-            return hit
         ensure_writable_dir(self.target.folder)
-        t0 = time.time()
-        dst = self.target.folder / self.target.names["sim" if name == "simplify" else name]
-        fields = p.run(parent, dst, Proof(self.judge(), self._calibration_reader if calibration else None, self.say,
-                                          self.spec), opts)
-        if self.spec.source_transform == "emap":
-            _carry_emap(parent, dst)
-        inputs = self._inputs(calibration=calibration)
-        inputs["torch_reference"] = self.judge().torch_note or None
-        return self._put(dst.name, dst, parent, name, record, key, t0, fields, inputs)
+        with locked(self.target.folder, self._say):
+            self.target.manifest()  # a corrupt manifest fails here, before the work
+            # the parent is hashed once, here, under the lock: the record names what the step was made from
+            key = self._key(name, parent, record, precision, calibration=calibration, tools=p.tools)
+            hit = self._skip(self.target.names["sim" if name == "simplify" else name], key, force, loose)
+            if hit:
+                return hit
+            t0 = time.time()
+            dst = self.target.folder / self.target.names["sim" if name == "simplify" else name]
+            with staging(dst) as tmp:
+                fields = p.run(parent, tmp, Proof(self.judge(), self._calibration_reader if calibration else None,
+                                                  self.say, self.spec), opts)
+                if self.spec.source_transform == "emap":
+                    _carry_emap(parent, tmp)
+                inputs = self._inputs(calibration=calibration)
+                inputs["torch_reference"] = self.judge().torch_note or None
+                return self._put(dst.name, tmp, parent, name, record, key, t0, fields, inputs)
 
     def _calibration_reader(self, input_names):
         return C.calibration_reader(self.target, self.faceset(), self.split()[0], self.sources(), input_names)

@@ -22,7 +22,7 @@ app = typer.Typer(
 )
 
 # one file per command group; each defines register(app)
-_COMMANDS = ("modules", "onnx", "passes", "report", "trt", "swap", "bench", "run")
+_COMMANDS = ("modules", "onnx", "passes", "report", "trt", "swap", "bench", "build", "run", "triton")
 
 
 def _register() -> None:
@@ -60,6 +60,10 @@ def _stop_on_signals():
         return lambda: None
 
     def stop(signum, _frame):
+        from ..fsutil import deferring
+
+        if deferring(signum):  # inside a commit's renames: delivered again when they are done
+            return
         raise Stopped(signum)
 
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -87,18 +91,62 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("[red]interrupted[/]")
         return 130
+    except OSError as exc:
+        line = _disk_full(exc)
+        if line is None:
+            return _internal(exc)
+        return _say_error(line)
     except Exception as exc:  # a bug in ffexport, not a mistake of the user's: one line here, the traceback in a log
-        from rich.markup import escape
-
-        log = _internal_error_log(exc)
-        text = str(exc).strip().splitlines()
-        what = f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
-        err_console.print(f"[red]internal error[/] (a bug in ffexport, not in your input): {escape(what)}; "
-                          f"traceback in {escape(str(log))}", soft_wrap=True)
-        return INTERNAL_ERROR
+        line = _disk_full(exc)
+        if line is not None:  # wrapped by a library (onnx, torch) on its way up
+            return _say_error(line)
+        return _internal(exc)
     finally:
         restore()
     return 0
+
+
+def _say_error(line: str) -> int:
+    from rich.markup import escape
+
+    from .common import err_console
+
+    err_console.print(f"[red]error:[/] {escape(line)}", soft_wrap=True)
+    return 1
+
+
+def _internal(exc: BaseException) -> int:
+    from rich.markup import escape
+
+    from .common import err_console
+
+    log = _internal_error_log(exc)
+    text = str(exc).strip().splitlines()
+    what = f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+    err_console.print(f"[red]internal error[/] (a bug in ffexport, not in your input): {escape(what)}; "
+                      f"traceback in {escape(str(log))}", soft_wrap=True)
+    return INTERNAL_ERROR
+
+
+def _disk_full(exc: BaseException) -> str | None:
+    """One line for a write that ran out of room (a full disk, a quota, a file size limit), also when a library
+    wrapped the OSError; None for anything else.  Whatever was being written was abandoned before its rename."""
+    import errno
+
+    seen = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            where = f" while writing {e.filename}" if e.filename else ""
+            return (f"{e.strerror or 'no space left'}{where}: nothing was replaced (the previous artifacts and "
+                    "records are as they were); free some space, or raise the limit, and run again")
+        if not isinstance(e, OSError) and any(s in str(e) for s in ("No space left on device", "File too large",
+                                                                    "Disk quota exceeded")):
+            return (f"{str(e).strip().splitlines()[0][:200]}: nothing was replaced (the previous artifacts and "
+                    "records are as they were); free some space, or raise the limit, and run again")
+        e = e.__cause__ or e.__context__
+    return None
 
 
 INTERNAL_ERROR = 70  # EX_SOFTWARE: user mistakes exit 1 (or their error's own code), bugs exit 70

@@ -19,14 +19,15 @@ from pathlib import Path
 
 from .._lazy import require
 from ..errors import InputSpecError
-from ..fsutil import atomic_path, check_overwrite, ensure_writable_dir
-from ..manifest import Manifest, new_record
+from ..fsutil import check_overwrite, ensure_writable_dir, staging
+from ..manifest import Manifest, locked, new_record
 from ..specs.base import BATCH, ModuleSpec, TensorSpec, gates
 from .onnx import FP32_ONNX, export_onnx
 from .parity import check_parity
 
 _DTYPES = ("float32", "float16", "int64", "int32")
-_SPEC_RE = re.compile(r"^(?P<name>[A-Za-z_][\w.\-]*):(?P<shape>\d+(?:x\d+)*)(?::(?P<dtype>\w+))?$")
+# ASCII digits only (\d would take any script's), at most 9 per dimension (int() refuses thousands)
+_SPEC_RE = re.compile(r"^(?P<name>[A-Za-z_][\w.\-]*):(?P<shape>[0-9]{1,9}(?:x[0-9]{1,9})*)(?::(?P<dtype>\w+))?$")
 BYO_GATES = {"fp32": gates(("rel_err", "<=", 1e-4),), "fp16": gates(("rel_err", "<=", 1e-2),),
              "int8": gates(("rel_err", "<=", 0.1),)}
 
@@ -160,7 +161,9 @@ def export_byo(model_ref: str, input_specs: list[str], *, out: str | Path = "art
     from ..backends.ort import OrtRunner
     from ..backends.torch import TorchRunner
 
-    with atomic_path(final) as tmp:
+    with locked(folder), staging(final) as tmp:
+        check_overwrite(final, force)  # again: another process may have written it while we waited
+        manifest = Manifest.load(folder)  # a corrupt manifest fails here, before anything is replaced
         export_onnx(model, feeds[0], tmp, input_names=[i.name for i in inputs], output_names=output_names,
                     dynamic_axes=axes, opset=opset, metadata=meta, force=True)
         ref = TorchRunner(model, spec=spec, name="torch fp32")
@@ -170,13 +173,13 @@ def export_byo(model_ref: str, input_specs: list[str], *, out: str | Path = "art
                                   reference_label="torch fp32 (eager, CPU)",
                                   candidate_label=f"{FP32_ONNX} (onnxruntime CPU)",
                                   inputs_label="; ".join(f"{k}: {v}" for k, v in kinds.items()))
-    manifest = Manifest.load(folder)
-    manifest.data.update({"module": name, "variant": "byo", "contract": spec.contract(), "model": model_ref})
-    rec = new_record(final, pass_name="export", parent=None, started=t0, parity=parity,
-                     inputs={"model": model_ref},
-                     key={"model": model_ref, "inputs": input_specs, "opset": opset, "dynamic_batch": dynamic_batch},
-                     options={"opset": opset, "dynamic_batch": dynamic_batch,
-                              "inputs": [f"{i.name}:{'x'.join(map(str, i.shape))}:{i.dtype}" for i in inputs],
-                              "outputs": output_names, "exporter": "torch.onnx.export (TorchScript)"})
-    manifest.put(FP32_ONNX, rec)
+        manifest.data.update({"module": name, "variant": "byo", "contract": spec.contract(), "model": model_ref})
+        rec = new_record(tmp, name=final.name, pass_name="export", parent=None, started=t0, parity=parity,
+                         inputs={"model": model_ref},
+                         key={"model": model_ref, "inputs": input_specs, "opset": opset,
+                              "dynamic_batch": dynamic_batch},
+                         options={"opset": opset, "dynamic_batch": dynamic_batch,
+                                  "inputs": [f"{i.name}:{'x'.join(map(str, i.shape))}:{i.dtype}" for i in inputs],
+                                  "outputs": output_names, "exporter": "torch.onnx.export (TorchScript)"})
+        manifest.commit(FP32_ONNX, tmp, rec)
     return final, rec

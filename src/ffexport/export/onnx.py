@@ -18,8 +18,8 @@ from typing import Callable, Mapping, Sequence
 
 from .._lazy import require
 from ..errors import InputSpecError, ModelLoadError
-from ..fsutil import atomic_path, check_overwrite, ensure_writable_dir, sha256_file
-from ..manifest import Manifest, artifact_dir, new_record
+from ..fsutil import atomic_path, check_overwrite, ensure_writable_dir, sha256_file, staging
+from ..manifest import Manifest, artifact_dir, locked, new_record
 
 FP32_ONNX = "fp32.onnx"
 PRODUCER = "ffexport"
@@ -184,11 +184,9 @@ def parity_feeds(spec, faces=None, samples: int = 4, batch: int = 1, emap=None) 
 def export_module(spec, out: str | Path = "artifacts", *, checkpoint: str | Path | None = None,
                   batch: str | int = "dynamic", force: bool = False, seed: int = 0, samples: int = 4,
                   faces=None, progress: Callable[[str], None] | None = None) -> ExportResult:
-    """Export a registered module to ``<out>/<module>/fp32.onnx`` with its parity record in the manifest."""
-    from ..backends.ort import OrtRunner
-    from ..backends.torch import TorchRunner
+    """Export a registered module to ``<out>/<module>/fp32.onnx`` with its parity record in the manifest (both
+    committed together, under the folder's lock)."""
     from ..models import build_model
-    from .parity import check_parity
 
     say = progress or (lambda _m: None)
     folder = artifact_dir(out, spec)
@@ -197,7 +195,26 @@ def export_module(spec, out: str | Path = "artifacts", *, checkpoint: str | Path
     t0 = time.time()
     say(f"{spec.key}: building torch model")
     model = build_model(spec, checkpoint=checkpoint, seed=seed)  # a bad checkpoint fails before any folder is made
+    made = not folder.exists()
     ensure_writable_dir(folder)
+    try:
+        with locked(folder, say):
+            check_overwrite(final, force)  # again: another process may have written it while we waited
+            manifest = Manifest.load(folder)  # a corrupt manifest fails here, before the export replaces anything
+            return _export_locked(spec, model, folder, final, manifest, checkpoint=checkpoint, batch=batch,
+                                  seed=seed, samples=samples, faces=faces, say=say, t0=t0)
+    except BaseException:
+        if made and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()  # the folder this export made, left empty by its failure
+        raise
+
+
+def _export_locked(spec, model, folder: Path, final: Path, manifest, *, checkpoint, batch, seed, samples, faces, say,
+                   t0) -> ExportResult:
+    from ..backends.ort import OrtRunner
+    from ..backends.torch import TorchRunner
+    from .parity import check_parity
+
     dynamic = batch == "dynamic"
     nb = 1 if dynamic else int(batch)
     if nb < 1:
@@ -213,7 +230,7 @@ def export_module(spec, out: str | Path = "artifacts", *, checkpoint: str | Path
     metadata = {"ffexport.spec": spec.key, "ffexport.contract": json.dumps(spec.contract(), sort_keys=True)}
     say(f"{spec.key}: exporting (opset {spec.opset}, batch {batch})")
     trained = checkpoint is not None or spec.pretrained
-    with atomic_path(final) as tmp:
+    with staging(final) as tmp:
         io_shapes = {t.name: tuple(nb if (d == "batch" and not dynamic) else d for d in t.shape)
                      for t in (*spec.inputs, *spec.outputs)}
         last = ("emap", model.emap) if spec.source_transform == "emap" else None
@@ -230,16 +247,17 @@ def export_module(spec, out: str | Path = "artifacts", *, checkpoint: str | Path
             parity = check_parity(spec, ref.infer, cand.infer, feeds, precision="fp32", trained=trained,
                                   reference_label="torch fp32 (eager, CPU)",
                                   candidate_label=f"{FP32_ONNX} (onnxruntime CPU)", inputs_label=inputs_label)
-    manifest = Manifest.load(folder)
-    manifest.set_module(spec)
-    ckpt = ({"checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint)} if checkpoint
-            else {"checkpoint": None, "weights": f"seeded (seed {seed})" if not trained else "trained (package weights)"})
-    key = {"spec": spec.key, "opset": spec.opset, "batch": str(batch), "seed": seed,
-           "checkpoint_sha256": ckpt.get("checkpoint_sha256")}
-    rec = new_record(final, pass_name="export", parent=None, started=t0, parity=parity, inputs=ckpt, key=key,
-                     options={"variant": spec.variant, "opset": spec.opset, "batch": str(batch),
-                              "dynamic_axes": {n: {str(i): d for i, d in a.items()} for n, a in axes.items()},
-                              "exporter": "torch.onnx.export (TorchScript)"},
-                     io=spec.contract())
-    manifest.put(FP32_ONNX, rec)
+        manifest.set_module(spec)
+        ckpt = ({"checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint)} if checkpoint
+                else {"checkpoint": None,
+                      "weights": f"seeded (seed {seed})" if not trained else "trained (package weights)"})
+        key = {"spec": spec.key, "opset": spec.opset, "batch": str(batch), "seed": seed,
+               "checkpoint_sha256": ckpt.get("checkpoint_sha256")}
+        rec = new_record(tmp, name=final.name, pass_name="export", parent=None, started=t0, parity=parity,
+                         inputs=ckpt, key=key,
+                         options={"variant": spec.variant, "opset": spec.opset, "batch": str(batch),
+                                  "dynamic_axes": {n: {str(i): d for i, d in a.items()} for n, a in axes.items()},
+                                  "exporter": "torch.onnx.export (TorchScript)"},
+                         io=spec.contract())
+        manifest.commit(FP32_ONNX, tmp, rec)
     return ExportResult(final, rec)

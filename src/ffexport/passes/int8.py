@@ -33,6 +33,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
+from ..fsutil import final_name
 from .._lazy import require
 from ..errors import CalibrationError, InputSpecError, ModelLoadError, ParityError
 from ..fsutil import atomic_path
@@ -360,8 +361,8 @@ def cpu_kernel_parity(judge, candidate: Path, parent: Path) -> dict:
     par = judge.outputs(parent)
     rec = check_parity(judge.spec, par.__getitem__, cand.__getitem__, range(len(judge.feeds)), precision="int8",
                        trained=judge.trained, raise_on_fail=False,
-                       reference_label=f"{Path(parent).name} (onnxruntime CPU)",
-                       candidate_label=f"{Path(candidate).name} (onnxruntime CPU integer kernels)",
+                       reference_label=f"{final_name(parent)} (onnxruntime CPU)",
+                       candidate_label=f"{final_name(candidate)} (onnxruntime CPU integer kernels)",
                        inputs_label=judge.inputs_label)
     judge.forget(candidate)
     feats = cpu_features()

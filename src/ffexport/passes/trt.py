@@ -21,8 +21,8 @@ from typing import Callable, Mapping, Sequence
 from .._lazy import require
 from ..errors import (ArtifactError, ConfigError, InputSpecError, ModelLoadError,
                       RuntimeUnavailableError)
-from ..fsutil import atomic_path, ensure_writable_dir, sha256_file, write_bytes_atomic
-from ..manifest import Manifest, new_record
+from ..fsutil import ensure_writable_dir, sha256_file, staging, write_bytes_atomic
+from ..manifest import Manifest, locked, new_record
 from ..backends import trt_flavors as F
 
 OPT_LEVELS = range(0, 6)
@@ -275,88 +275,91 @@ def build_engine(onnx_path: str | Path, spec=None, *, precision: str, out_path: 
     profile, used_dims, notes = resolve_profile(onnx_input_dims(onnx_path), batch=batch_rng, dims=dim_rngs, spec=spec)
 
     folder = ensure_writable_dir(out_path.parent)
-    manifest = Manifest.load(folder)
-    key = {"onnx_sha256": sha256_file(onnx_path), "precision": precision, "profile": profile, "flavor": fl.name,
-           "trt_version": fl.version, "target_cc": targets, "workspace_mb": workspace_mb, "opt_level": opt_level,
-           "version_compatible": bool(version_compatible)}
-    if not force and manifest.is_current(out_path.name, key):
-        say(f"{out_path.name}: engine cache hit (same ONNX, options and {fl.label})")
-        return dict(manifest.get(out_path.name), engine_cache_hit=True)
+    with locked(folder, say):
+        manifest = Manifest.load(folder)
+        key = {"onnx_sha256": sha256_file(onnx_path), "precision": precision, "profile": profile, "flavor": fl.name,
+               "trt_version": fl.version, "target_cc": targets, "workspace_mb": workspace_mb, "opt_level": opt_level,
+               "version_compatible": bool(version_compatible)}
+        if not force and manifest.is_current(out_path.name, key):
+            say(f"{out_path.name}: engine cache hit (same ONNX, options and {fl.label})")
+            return dict(manifest.get(out_path.name), engine_cache_hit=True)
 
-    t0 = time.time()
-    logger = F.capture_logger(trt)
-    builder = trt.Builder(logger)
-    network = builder.create_network(fl.network_flags())
-    strongly_typed = bool(network.get_flag(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)) if hasattr(
-        trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED") else True
-    if not strongly_typed:
-        raise RuntimeUnavailableError(f"{fl.label} did not create a strongly typed network; ffexport builds only "
-                                      "strongly typed engines")
-    parser = trt.OnnxParser(network, logger)
-    say(f"{fl.label}: parsing {onnx_path.name}")
-    if not parser.parse_from_file(str(onnx_path)):
-        raise ModelLoadError(_parse_error(fl, parser, onnx_path))
+        t0 = time.time()
+        logger = F.capture_logger(trt)
+        builder = trt.Builder(logger)
+        network = builder.create_network(fl.network_flags())
+        strongly_typed = bool(network.get_flag(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)) if hasattr(
+            trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED") else True
+        if not strongly_typed:
+            raise RuntimeUnavailableError(f"{fl.label} did not create a strongly typed network; ffexport builds only "
+                                          "strongly typed engines")
+        parser = trt.OnnxParser(network, logger)
+        say(f"{fl.label}: parsing {onnx_path.name}")
+        if not parser.parse_from_file(str(onnx_path)):
+            raise ModelLoadError(_parse_error(fl, parser, onnx_path))
 
-    config = builder.create_builder_config()
-    if profile:
-        prof = builder.create_optimization_profile()
-        for name, p in profile.items():
-            prof.set_shape(name, p["min"], p["opt"], p["max"])
-        if config.add_optimization_profile(prof) < 0:
-            why = (logger.errors() or ["no reason given"])[0]
-            raise InputSpecError(f"{fl.label} rejected the optimization profile {profile}: {why}")
-    if workspace_mb is not None:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
-    if opt_level is not None:
-        config.builder_optimization_level = int(opt_level)
-    if cc_members:
-        config.num_compute_capabilities = len(cc_members)
-        for i, member in enumerate(cc_members):
-            config.set_compute_capability(member, i)
-    if version_compatible:
-        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
-    if hasattr(trt, "ProfilingVerbosity"):  # per-layer detail for `ffexport inspect`
-        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+        config = builder.create_builder_config()
+        if profile:
+            prof = builder.create_optimization_profile()
+            for name, p in profile.items():
+                prof.set_shape(name, p["min"], p["opt"], p["max"])
+            if config.add_optimization_profile(prof) < 0:
+                why = (logger.errors() or ["no reason given"])[0]
+                raise InputSpecError(f"{fl.label} rejected the optimization profile {profile}: {why}")
+        if workspace_mb is not None:
+            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+        if opt_level is not None:
+            config.builder_optimization_level = int(opt_level)
+        if cc_members:
+            config.num_compute_capabilities = len(cc_members)
+            for i, member in enumerate(cc_members):
+                config.set_compute_capability(member, i)
+        if version_compatible:
+            config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+        if hasattr(trt, "ProfilingVerbosity"):  # per-layer detail for `ffexport inspect`
+            config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
 
-    tc_info: dict = {"used": False}
-    tc_path = tc_cache = None
-    if fl.uses_timing_cache:
-        tc_path = timing_cache_path(cache_dir or out_path.parent.parent / DEFAULT_CACHE, fl, targets)
-        blob = tc_path.read_bytes() if tc_path.is_file() else b""
-        tc_cache = config.create_timing_cache(blob)
-        before = _cache_entries(tc_cache)
-        config.set_timing_cache(tc_cache, False)
-        hit = bool(blob) and (before is None or before > 0)
-        tc_info = {"used": True, "file": str(tc_path), "loaded_bytes": len(blob), "entries_before": before, "hit": hit}
-    else:
-        tc_info["reason"] = f"{fl.label} ignores timing caches (no-ops since TensorRT-RTX 1.2)"
+        tc_info: dict = {"used": False}
+        tc_path = tc_cache = None
+        if fl.uses_timing_cache:
+            tc_path = timing_cache_path(cache_dir or out_path.parent.parent / DEFAULT_CACHE, fl, targets)
+            blob = tc_path.read_bytes() if tc_path.is_file() else b""
+            tc_cache = config.create_timing_cache(blob)
+            before = _cache_entries(tc_cache)
+            config.set_timing_cache(tc_cache, False)
+            hit = bool(blob) and (before is None or before > 0)
+            tc_info = {"used": True, "file": str(tc_path), "loaded_bytes": len(blob), "entries_before": before,
+                       "hit": hit}
+        else:
+            tc_info["reason"] = f"{fl.label} ignores timing caches (no-ops since TensorRT-RTX 1.2)"
 
-    say(f"{fl.label}: building {precision} engine for {', '.join(targets)}")
-    tb = time.time()
-    serialized = builder.build_serialized_network(network, config)
-    build_s = time.time() - tb
-    if serialized is None:
-        raise ModelLoadError(_build_error(fl, logger, onnx_path, precision, workspace_mb, version_compatible))
-    data = memoryview(serialized).cast("B")
-    with atomic_path(out_path) as tmp:
-        tmp.write_bytes(data)
-        if tc_cache is not None:
-            blob = bytes(memoryview(tc_cache.serialize()).cast("B"))
-            ensure_writable_dir(tc_path.parent)
-            write_bytes_atomic(tc_path, blob)
-            tc_info.update(saved_bytes=len(blob), entries_after=_cache_entries(tc_cache))
+        say(f"{fl.label}: building {precision} engine for {', '.join(targets)}")
+        tb = time.time()
+        serialized = builder.build_serialized_network(network, config)
+        build_s = time.time() - tb
+        if serialized is None:
+            raise ModelLoadError(_build_error(fl, logger, onnx_path, precision, workspace_mb, version_compatible))
+        data = memoryview(serialized).cast("B")
+        with staging(out_path) as tmp:
+            tmp.write_bytes(data)
+            if tc_cache is not None:
+                blob = bytes(memoryview(tc_cache.serialize()).cast("B"))
+                ensure_writable_dir(tc_path.parent)
+                write_bytes_atomic(tc_path, blob)
+                tc_info.update(saved_bytes=len(blob), entries_after=_cache_entries(tc_cache))
 
-    options = {"precision": precision, "flavor": fl.name, "batch": list(batch_rng), "dims": used_dims,
-               "workspace_mb": workspace_mb, "opt_level": opt_level, "target_cc": targets,
-               "version_compatible": bool(version_compatible), "strongly_typed": True,
-               "precision_flags": "none (precision comes from the ONNX graph)"}
-    rec = new_record(out_path, pass_name="trt", parent=onnx_path, options=options, parity=None, key=key, started=t0,
-                     flavor=fl.name, trt_version=fl.version, target_cc=targets, profile=profile,
-                     build_time_s=round(build_s, 3), engine_size=len(data), workspace_mb=workspace_mb,
-                     timing_cache_hit=tc_info.get("hit"), timing_cache=tc_info,
-                     io=_io_record(network, profile), notes=notes,
-                     build_host={"gpu": f"{gpu.name} (compute capability {gpu.cc_str})" if gpu else None})
-    if spec is not None and "module" not in manifest.data:
-        manifest.set_module(spec)
-    manifest.put(out_path.name, rec)
-    return dict(rec, engine_cache_hit=False)
+            options = {"precision": precision, "flavor": fl.name, "batch": list(batch_rng), "dims": used_dims,
+                       "workspace_mb": workspace_mb, "opt_level": opt_level, "target_cc": targets,
+                       "version_compatible": bool(version_compatible), "strongly_typed": True,
+                       "precision_flags": "none (precision comes from the ONNX graph)"}
+            rec = new_record(tmp, name=out_path.name, pass_name="trt", parent=onnx_path,
+                             parent_sha256=key["onnx_sha256"], options=options, parity=None, key=key, started=t0,
+                             flavor=fl.name, trt_version=fl.version, target_cc=targets, profile=profile,
+                             build_time_s=round(build_s, 3), engine_size=len(data), workspace_mb=workspace_mb,
+                             timing_cache_hit=tc_info.get("hit"), timing_cache=tc_info,
+                             io=_io_record(network, profile), notes=notes,
+                             build_host={"gpu": f"{gpu.name} (compute capability {gpu.cc_str})" if gpu else None})
+            if spec is not None and "module" not in manifest.data:
+                manifest.set_module(spec)
+            manifest.commit(out_path.name, tmp, rec)
+        return dict(rec, engine_cache_hit=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from ...fsutil import final_name
 from ...errors import ParityError
 from ...export.parity import check_parity, failure_line
 from ...fsutil import sha256_file
@@ -102,9 +103,9 @@ class Judge:
         par = self.outputs(parent)
         idx = range(len(self.feeds))
         common = dict(precision=precision, trained=self.trained, raise_on_fail=False,
-                      candidate_label=f"{Path(candidate).name} (onnxruntime CPU)", inputs_label=self.inputs_label)
+                      candidate_label=f"{final_name(candidate)} (onnxruntime CPU)", inputs_label=self.inputs_label)
         vs_parent = check_parity(self.spec, par.__getitem__, cand.__getitem__, idx,
-                                 reference_label=f"{Path(parent).name} (onnxruntime CPU)", **common)
+                                 reference_label=f"{final_name(parent)} (onnxruntime CPU)", **common)
         ref = self.torch_outputs()
         vs_torch = None
         if ref is not None:
