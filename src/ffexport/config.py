@@ -9,6 +9,7 @@ folder's ``pipeline.yaml`` (what the reference pipeline runs) is read by
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -32,14 +33,26 @@ def config_dir(explicit: str | os.PathLike | None = None) -> Path | None:
     return None
 
 
-def load_module_config(module: str, directory: str | os.PathLike | None = None) -> dict[str, Any]:
+def module_config_path(module: str, directory: str | os.PathLike | None = None) -> Path | None:
+    """``<config folder>/<module>.yaml`` when that file exists, else None."""
     d = config_dir(directory)
-    if d is None:
+    path = d / f"{module}.yaml" if d is not None else None
+    return path if path is not None and path.is_file() else None
+
+
+def module_config_label(module: str, directory: str | os.PathLike | None = None) -> str:
+    """How error lines name ``module``'s config: the file read, or ``configs/<module>.yaml`` when there is none."""
+    path = module_config_path(module, directory)
+    return str(path) if path is not None else f"configs/{module}.yaml"
+
+
+def load_module_config(module: str, directory: str | os.PathLike | None = None) -> dict[str, Any]:
+    """``<module>.yaml`` of the config folder (``{}`` without one), every value's type checked once here: a
+    value of the wrong type is one :class:`ConfigError` line naming the file, the key and the value."""
+    path = module_config_path(module, directory)
+    if path is None:
         return {}
-    path = d / f"{module}.yaml"
-    if not path.is_file():
-        return {}
-    return read_mapping(path, _KEYS, str(path))
+    return check_module_config(read_mapping(path, _KEYS, str(path)), str(path))
 
 
 def read_mapping(path: Path, keys, label: str) -> dict[str, Any]:
@@ -47,14 +60,89 @@ def read_mapping(path: Path, keys, label: str) -> dict[str, Any]:
     (``label`` names the file in it)."""
     yaml = __import__("ffexport._lazy", fromlist=["require"]).require("yaml", "reading configs")
     try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{label}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{label}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{label}: cannot be read ({exc.strerror or exc})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{label}: expected a mapping at the top level")
+        raise ConfigError(f"{label}: expected a mapping at the top level, got {_kind(data)}")
     unknown = set(data) - set(keys)
     if unknown:
-        raise ConfigError(f"{label}: unknown keys {sorted(unknown)}; valid: {sorted(keys)}")
+        raise ConfigError(f"{label}: unknown keys {sorted(unknown, key=str)}; valid: {sorted(keys)}")
+    return data
+
+
+# --- the types of a module config's values ----------------------------------------------------------
+
+CALIBRATION_KEYS = ("samples", "parity_samples")
+
+
+def _kind(value) -> str:
+    return "nothing" if value is None else f"{type(value).__name__} {value!r}"[:120]
+
+
+def _whole(value, where: str, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{where} must be a whole number >= {low}, got {value!r}")
+    return value
+
+
+def _number(value, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    return value
+
+
+def _section(data: dict, key: str, label: str, shape: str) -> dict:
+    """``data[key]`` as a mapping (absent or empty: ``{}``)."""
+    value = data.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{label}: {key} must be a mapping of {shape}, got {_kind(value)}")
+    return value
+
+
+def check_module_config(data: dict, label: str) -> dict:
+    """``data`` (a module config read from ``label``) when every value has the type its readers expect: the
+    spec's (variant, opset, batch, gates), the INT8 chain's (calibration) and the passes' sections (each
+    pass checks its own keys and values); one :class:`ConfigError` line otherwise.  An empty key is unset."""
+    variant = data.get("variant")
+    if variant is not None and not (isinstance(variant, str) and variant):
+        raise ConfigError(f"{label}: variant must be a variant name (`ffexport modules` lists them), got "
+                          f"{_kind(variant)}")
+    opset = data.get("opset")
+    if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int)):
+        raise ConfigError(f"{label}: opset must be a whole number (e.g. 17), got {opset!r}")
+    batch = _section(data, "batch", label, "min, opt and max")
+    if "batch" in data and data["batch"] is not None:
+        if sorted(map(str, batch)) != ["max", "min", "opt"]:
+            raise ConfigError(f"{label}: batch needs integer min, opt and max (e.g. {{min: 1, opt: 1, max: 8}}), "
+                              f"got {_kind(batch)}")
+        lo, opt, hi = (_whole(batch[k], f"{label}: batch.{k}") for k in ("min", "opt", "max"))
+        if not lo <= opt <= hi:
+            raise ConfigError(f"{label}: batch needs min <= opt <= max, got {lo}, {opt}, {hi}")
+    for key in ("gates", "fallback_gates"):
+        for precision, metrics in _section(data, key, label, "precision -> {metric: threshold}").items():
+            if not isinstance(metrics, dict):
+                raise ConfigError(f"{label}: {key}.{precision} must map metric -> threshold, got {_kind(metrics)}")
+            for metric, threshold in metrics.items():
+                _number(threshold, f"{label}: {key}.{precision}.{metric}")
+    calibration = _section(data, "calibration", label, f"{' and '.join(CALIBRATION_KEYS)}")
+    unknown = sorted(set(calibration) - set(CALIBRATION_KEYS), key=str)
+    if unknown:
+        raise ConfigError(f"{label}: unknown calibration keys {unknown}; valid: {list(CALIBRATION_KEYS)}")
+    for key, value in calibration.items():
+        if value is not None:
+            _whole(value, f"{label}: calibration.{key}")
+    for key in ("trt", "fp16", "int8"):
+        _section(data, key, label, f"the {key} pass's options")
+    dims = _section(data, "trt", label, "the trt pass's options").get("dims")
+    if dims is not None and not isinstance(dims, dict):
+        raise ConfigError(f"{label}: trt.dims must map an axis name to [min, opt, max], got {_kind(dims)}")
     return data
 
 
@@ -68,8 +156,7 @@ def _override_gates(spec_gates, cfg: dict, path: str) -> dict:
             if metric not in current:
                 raise ConfigError(f"{path}: gates.{precision}.{metric} is not a gate of this module; "
                                   f"valid: {sorted(current)}")
-            if isinstance(thr, bool) or not isinstance(thr, (int, float)):
-                raise ConfigError(f"{path}: gates.{precision}.{metric} must be a number, got {thr!r}")
+            _number(thr, f"{path}: gates.{precision}.{metric}")
             current[metric] = Gate(metric, current[metric].op, float(thr))
         out[precision] = tuple(current.values())
     return out

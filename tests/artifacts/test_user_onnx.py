@@ -252,3 +252,18 @@ def test_round_trip_gives_the_native_results(tmp_path):
         pipe.set_source(frame)
         got = pipe.process_frame(frame)
     assert np.array_equal(got, want)
+
+
+def test_our_blender_export_is_adopted_with_its_own_sizes(tmp_path):
+    """The blender has no square image input (no public layout either): its own export is adopted as it is, the
+    crop and frame axes kept, and proven on real faces (it once fed a 0x0 crop and had no preprocessing to record)."""
+    from ffexport import specs
+    from ffexport.artifacts.adopt import adopt
+    from helpers.trt import export_spec_onnx
+
+    native = specs.get("blender")
+    spec = adopt("blender", export_spec_onnx(native, tmp_path / "blender.onnx"), tmp_path / "arts")
+    assert spec.variant == "onnx-blender" and spec.input_names == native.input_names
+    assert spec.input("crop").shape == native.input("crop").shape and spec.preprocess is None
+    rec = _record(tmp_path / "arts", "blender.onnx-blender")
+    assert rec["parity"]["passed"] and rec["key"]["adopt"]["preprocess"] is None

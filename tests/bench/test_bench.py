@@ -1,5 +1,10 @@
-"""``ffexport bench`` on this CPU machine: the report's schema, one process per row, honest not-runnable rows,
-the time budget, and a tiny end-to-end run with the naive baseline beside the reference pipeline."""
+"""``ffexport bench`` on whatever host runs the suite: the report's schema, one process per row, honest
+not-runnable rows, the time budget, and a tiny end-to-end run with the naive baseline beside the reference pipeline.
+
+The bench's ``auto`` device is the GPU where torch sees one, else the CPU; each test checks the rows and the
+report against what this host is (the ``host`` fixture reads it the way a user would, apart from the bench), so
+the same assertions hold on the CPU-only CI machine and on a GPU host.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,23 @@ from conftest import REPO
 CALIB = REPO / "calibration"
 PNG = b"\x89PNG\r\n\x1a\n"
 NUMBERS = ("latency_ms", "wall_ms", "fps", "memory", "parity", "iters")
+
+
+@pytest.fixture(scope="module")
+def host() -> dict:
+    """This machine as the bench must describe it: the device ``auto`` resolves to, the report's host tag (the
+    GPU's name, or ``cpu-<model>``), and whether a TensorRT runtime can run engines here, or why not (no GPU;
+    on an H100/H200, TensorRT-RTX refuses compute capability 9.0 and full TensorRT may be absent)."""
+    import torch
+
+    from ffexport.backends.trt import trt_availability
+    from ffexport.bench.plan import slug
+    from ffexport.bench.report import cpu_model
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    trt_ok, trt_reason = trt_availability()
+    return {"device": "cuda" if gpu else "cpu", "gpu": gpu, "torch": torch.__version__,
+            "tag": slug(gpu) if gpu else "cpu-" + slug(cpu_model()), "trt_ok": trt_ok, "trt_reason": trt_reason}
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +66,15 @@ def _row(res, **match):
     return hits[0]
 
 
-def test_results_json_schema(module_run):
+def test_results_json_schema(module_run, host):
     res, out = module_run
     assert res["schema"] == "ffexport-bench/1" and res["complete"] is True
-    assert res["host"].startswith("cpu-")
+    assert res["host"] == host["tag"]  # the GPU's name on a GPU host, cpu-<model> on a CPU-only one
+    assert res["settings"]["device_resolved"] == host["device"]
+    if host["gpu"]:
+        assert res["environment"]["gpu"]["name"] == host["gpu"] and not res["host"].startswith("cpu-")
+    else:
+        assert "gpu" not in res["environment"] and res["host"].startswith("cpu-")
     env = res["environment"]
     for key in ("cpu", "python", "platform", "torch", "onnxruntime", "tensorrt", "versions"):
         assert key in env, key
@@ -60,14 +87,20 @@ def test_results_json_schema(module_run):
     for backend in ("torch", "ort"):
         r = _row(res, kind="module", backend=backend, precision="fp32")
         assert r["status"] == "ok", r.get("reason")
+        assert r["device"] == host["device"]  # torch and ort rows run on the main device
         lat = r["latency_ms"]
         assert lat["n"] == 3 and 0 < lat["min"] <= lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
-        assert r["fps"] > 0 and r["timer"] == "perf_counter" and r["rotated_inputs"] == 2
+        assert r["fps"] > 0 and r["rotated_inputs"] == 2
+        assert r["timer"] == ("cuda_events" if host["gpu"] else "perf_counter")
         assert r["load_s"] >= 0 and r["memory"]["host_peak_rss_mb"] > 0
-        assert r["memory"]["vram_mb"] is None  # a CPU row has no device memory, and says so
+        if host["gpu"]:  # a GPU row reads its device memory
+            assert r["memory"]["vram_mb"] >= 0 and r["memory"]["vram_source"]
+        else:  # a CPU row has no device memory, and says so
+            assert r["memory"]["vram_mb"] is None
         assert r["parity"]["passed"] and r["parity"]["summary"].startswith("PASS rel_err=")
     ort = _row(res, kind="module", backend="ort", precision="fp32")
-    assert ort["artifact"]["path"].endswith("fp32.sim.onnx") and ort["providers"] == ["CPUExecutionProvider"]
+    assert ort["artifact"]["path"].endswith("fp32.sim.onnx")
+    assert ort["providers"][0] == ("CUDAExecutionProvider" if host["gpu"] else "CPUExecutionProvider")
     assert sorted(res["files"]) == sorted(str(out / f) for f in ("results.json", "results.md", "latency_b1.png"))
 
 
@@ -88,24 +121,36 @@ def test_results_md_columns_and_plot(module_run):
     assert png.read_bytes()[:8] == PNG and png.stat().st_size > 5000
 
 
-def test_each_row_ran_in_a_process_of_its_own(module_run):
+def test_each_row_ran_in_a_process_of_its_own(module_run, host):
     res, _ = module_run
     measured = [r for r in res["rows"] if r["status"] == "ok"]
     pids = [r["pid"] for r in measured] + [p["pid"] for p in res["prepared"].values()]
-    assert len(measured) == 2 and len(set(pids)) == len(pids)
+    assert len(measured) == (3 if host["trt_ok"] else 2)  # torch, ort, and trt where a runtime can run engines
+    assert len(set(pids)) == len(pids)
     assert os.getpid() not in pids
 
 
-def test_trt_without_a_gpu_is_a_row_with_its_reason(module_run):
+def test_trt_row_runs_or_says_why_no_runtime_can(module_run, host):
+    """The TensorRT row runs where a TensorRT runtime can execute engines; elsewhere it is a row with the reason
+    and no numbers: no CUDA GPU on a CPU host; on a GPU host, the runtime's own (TensorRT-RTX refuses compute
+    capability 9.0, say, and full TensorRT is not installed)."""
     res, out = module_run
     r = _row(res, kind="module", backend="trt")
-    assert r["status"] == "not_runnable" and r["device"] == "cuda"
-    assert "no CUDA GPU" in r["reason"]
-    assert not any(k in r for k in NUMBERS)
+    assert r["device"] == "cuda"
     md = (out / "results.md").read_text()
     line = next(ln for ln in md.splitlines() if ln.startswith("| mtcnn_rnet") and "| trt (cuda) |" in ln)
     cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells[4:8] == ["–"] * 4 and "no CUDA GPU" in cells[8]
+    if host["trt_ok"]:
+        assert r["status"] == "ok" and r["fps"] > 0 and r["parity"]["passed"], r.get("reason")
+        assert cells[4] != "–" and cells[8].startswith("PASS")
+        return
+    assert r["status"] == "not_runnable"
+    why = "no CUDA GPU here" if not host["gpu"] else host["trt_reason"]
+    assert why in r["reason"] and why in res["environment"]["tensorrt"]["reason"], (why, r["reason"])
+    if host["gpu"]:  # the reason is the runtime's, not a claim that the GPU is missing
+        assert "no CUDA GPU" not in r["reason"]
+    assert not any(k in r for k in NUMBERS)
+    assert cells[4:8] == ["–"] * 4 and cells[8].startswith("not runnable: ") and why in cells[8]
 
 
 def test_torch_int8_and_time_budget_rows(bench_dir):
@@ -121,7 +166,7 @@ def test_torch_int8_and_time_budget_rows(bench_dir):
     assert "time budget" in (bench_dir / "budget" / "results.md").read_text()
 
 
-def test_pipeline_bench_beside_the_naive_baseline(bench_dir):
+def test_pipeline_bench_beside_the_naive_baseline(bench_dir, host):
     """Reference pipeline and naive baseline on the same tiny frames, decode/encode included; ratio reported."""
     out = bench_dir / "pipeline"
     res = run_bench(Settings(modules=[], backends="torch", precisions=["fp32"], pipeline=True, resolution="320x180",
@@ -131,6 +176,7 @@ def test_pipeline_bench_beside_the_naive_baseline(bench_dir):
     ref = _row(res, kind="pipeline", pipeline="reference", batch=1)
     naive = _row(res, kind="pipeline", pipeline="naive")
     assert naive["batch"] == 1  # the naive baseline runs frame by frame only
+    assert ref["device"] == naive["device"] == host["device"]  # the pipeline runs on the main device only
     for r in (ref, naive):
         assert r["status"] == "ok", r.get("reason")
         assert r["fps"] > 0 and r["frame_latency_ms"]["n"] == r["frames"]
@@ -141,14 +187,15 @@ def test_pipeline_bench_beside_the_naive_baseline(bench_dir):
     assert "transfer" in ref["stages_ms"] and "transfer" not in naive["stages_ms"]
     assert ref["video"]["status"] == "ok" and ref["video"]["frames"] == 2 and ref["video"]["fps"] > 0
     assert ref["pid"] != naive["pid"]
-    ratio = speedups(res)[("torch", "cpu", "fp32")]
+    assert set(speedups(res)) == {("torch", host["device"], "fp32")}
+    ratio = speedups(res)[("torch", host["device"], "fp32")]
     assert ratio == pytest.approx(ref["fps"] / naive["fps"], rel=0.02)
     md = (out / "results.md").read_text()
     assert "| " + " | ".join(PIPELINE_COLUMNS) + " |" in md and f"{ratio:.2f}x" in md
     two = _row(res, kind="pipeline", pipeline="reference", batch=2)  # --pipeline-batch 1,2: both frames in one call
     assert two["status"] == "ok" and two["frames"] == 2 and two["frame_latency_ms"]["n"] == 1
     assert two["faces_swapped_per_frame"] >= 1 and two["fps"] > 0 and two["memory"]
-    assert "| reference | torch (cpu) | fp32 | 2 |" in md
+    assert f"| reference | torch ({host['device']}) | fp32 | 2 |" in md
     for name in ("pipeline_fps.png", "pipeline_stages.png", "pipeline_batch.png"):
         assert (out / name).read_bytes()[:8] == PNG
 

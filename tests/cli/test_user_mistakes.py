@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import REPO
@@ -142,3 +143,175 @@ def test_a_bug_is_an_internal_error_with_its_traceback_in_a_log(monkeypatch, cap
     assert len(logs) == 1 and str(logs[0]) in err[0]
     text = logs[0].read_text()
     assert "Traceback" in text and "def broken" not in err[0] and "in broken" in text
+
+
+# --- engines that cannot be read (issue #14, part 6) ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def real_engine(tmp_path_factory) -> Path:
+    """The blender's fp32 TensorRT-RTX engine (TensorRT for RTX builds without a GPU), in its artifact folder."""
+    from ffexport._lazy import available
+    from helpers.trt import BLENDER_DIMS, RTX_MISSING, export_spec_onnx
+
+    if not available("tensorrt_rtx"):
+        pytest.skip(RTX_MISSING)
+    from ffexport import specs
+    from ffexport.cli.main import main
+
+    root = tmp_path_factory.mktemp("engine")
+    onnx = export_spec_onnx(specs.get("blender"), root / "blender.onnx")
+    assert main(["trt", "--onnx", str(onnx), "--name", "blender", "--precision", "fp32", "--out", str(root / "arts"),
+                 *BLENDER_DIMS]) == 0
+    return root / "arts" / "blender" / "fp32.tensorrt_rtx.engine"
+
+
+@pytest.mark.parametrize("content, needles", [
+    (lambda _e: b"", ["BAD.engine is not a TensorRT engine (0 bytes, shorter than an engine header)", "rebuild"]),
+    (lambda _e: bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8)),
+     ["BAD.engine is not a TensorRT or TensorRT-RTX engine", "corrupt or another kind of file", "rebuild"]),
+    (lambda e: e.read_bytes()[:e.stat().st_size // 3],
+     ["BAD.engine is truncated: its header gives", "copy it again or rebuild it"]),
+], ids=["empty", "random-bytes", "truncated-copy"])
+def test_inspect_of_an_empty_random_or_truncated_engine_is_one_line(work, real_engine, content, needles):
+    """Checked from the file alone: the same line with or without a GPU, whatever TensorRT runtime is here."""
+    (work / "BAD.engine").write_bytes(content(real_engine))
+    before = _tree(work)
+    _one_line(_ffexport(["inspect", "BAD.engine"], work), *needles)
+    _unchanged(work, before)
+
+
+def test_a_truncated_engine_in_its_artifact_folder_is_named_truncated(work, real_engine):
+    import shutil
+
+    shutil.copytree(real_engine.parent, work / "arts" / "blender")
+    engine = work / "arts" / "blender" / real_engine.name
+    engine.write_bytes(real_engine.read_bytes()[:-4096])  # its manifest record is beside it
+    before = _tree(work)
+    line = _one_line(_ffexport(["inspect", str(engine.relative_to(work))], work), "is truncated",
+                     f"the file has {real_engine.stat().st_size - 4096}")
+    assert "changed since it was built" not in line  # the specific reason, not the generic one
+    _unchanged(work, before)
+
+
+# --- a user's ONNX whose tensors are not named as expected -----------------------------------------------------
+
+def _renamed(src: Path, dst: Path, names: dict[str, str]) -> Path:
+    import onnx
+
+    m = onnx.load(str(src))
+    for n in m.graph.node:
+        n.input[:] = [names.get(x, x) for x in n.input]
+        n.output[:] = [names.get(x, x) for x in n.output]
+    for v in (*m.graph.input, *m.graph.output):
+        v.name = names.get(v.name, v.name)
+    onnx.save(m, str(dst))
+    return dst
+
+
+def test_an_ffexport_onnx_with_renamed_tensors_names_both_and_the_contract(work):
+    """A file ffexport exported (its metadata says which spec) whose tensors a graph tool renamed since."""
+    from helpers.trt import export_spec_onnx
+    from ffexport import specs
+
+    onnx = export_spec_onnx(specs.get("blender"), work / "exported.onnx")
+    _renamed(onnx, work / "blender renamed.onnx", {"frame": "image", "output": "result"})
+    onnx.unlink()
+    before = _tree(work)
+    for cmd in (["optimize", "--precision", "fp16"], ["trt"]):
+        _one_line(_ffexport([*cmd, "--onnx", "blender=blender renamed.onnx", "--out", "arts"], work),
+                  "--onnx blender=blender renamed.onnx", "ffexport's blender/box-feather export",
+                  "named ['image', 'crop', 'affine', 'mask'] -> ['result']",
+                  "not ['frame', 'crop', 'affine', 'mask'] -> ['output']",
+                  "--contract blender=FILE (e.g. inputs: {frame: image, crop: crop, affine: affine, mask: mask}, "
+                  "outputs: {output: result})")
+    _unchanged(work, before)
+
+
+def test_a_contract_naming_tensors_the_file_lacks_lists_the_files_names(work):
+    from helpers import public_layouts as P
+
+    P.arcface(work / "w600k_r50.onnx")
+    (work / "arcface.yaml").write_text("inputs: {input: data}\noutputs: {embedding: fc1}\n")
+    before = _tree(work)
+    _one_line(_ffexport(["optimize", "--onnx", "encoder=w600k_r50.onnx", "--contract", "encoder=arcface.yaml",
+                         "--out", "arts"], work),
+              "--contract arcface.yaml: inputs ['data'] are not in w600k_r50.onnx (it has ['input.1'])",
+              "map each of ['input'] to one of the file's inputs")
+    _unchanged(work, before)
+
+
+# --- calibration images too large to decode ---------------------------------------------------------------------
+
+def test_a_calibration_image_over_the_pixel_limit_is_refused_from_its_header(work):
+    """A 10000 x 6000 PNG (60 megapixels, 7 KB on disk at one bit per pixel): named with the limit, never decoded."""
+    from PIL import Image
+
+    (work / "calib").mkdir()
+    Image.new("1", (10000, 6000)).save(work / "calib" / "huge scan.png")
+    before = _tree(work)
+    _one_line(_ffexport(["int8", "-m", "blender", "--calib", "calib", "--out", "arts"], work),
+              "huge scan.png: 10000x6000 pixels (60.0 megapixels) is over the 50-megapixel limit", "downscale it")
+    _unchanged(work, before)
+
+
+# --- a video without frames -------------------------------------------------------------------------------------
+
+def _frameless_video(path: Path, **options) -> Path:
+    """A container with one video stream (64x48 MPEG-4) and not a single frame in it."""
+    import av
+
+    with av.open(str(path), "w", options=options) as c:
+        s = c.add_stream("mpeg4", rate=25)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        c.start_encoding()
+    with av.open(str(path)) as c:
+        assert len(c.streams.video) == 1 and c.streams.video[0].frames == 0
+    return path
+
+
+@pytest.mark.parametrize("name, options", [("empty.mp4", {"movflags": "empty_moov"}), ("empty.avi", {})])
+def test_swap_on_a_video_without_frames_is_one_line_before_any_model(work, name, options):
+    from helpers.media import astronaut
+    from PIL import Image
+
+    Image.fromarray(astronaut()).save(work / "face.png")
+    _frameless_video(work / name, **options)
+    before = _tree(work)
+    _one_line(_ffexport(["swap", "-s", "face.png", "-t", name, "-o", "out.mp4", "--out", "arts"], work),
+              f"video {name} has no frames")
+    _unchanged(work, before)
+
+
+# --- paths with spaces and non-ASCII characters work --------------------------------------------------------------
+
+def test_paths_with_spaces_and_accents_work_for_export_calibration_and_swap(work):
+    import shutil
+
+    from conftest import REPO
+
+    from helpers.media import astronaut
+    from PIL import Image
+
+    folder = work / "dossier élève"
+    calib = folder / "visages à calibrer"
+    calib.mkdir(parents=True)
+    for p in sorted((REPO / "calibration").glob("*.json"))[:5]:
+        shutil.copy(p.with_suffix(".jpg"), calib / f"visage {p.stem}.jpg")
+        shutil.copy(p, calib / f"visage {p.stem}.json")
+    Image.fromarray(astronaut()).save(folder / "visage 1.png")
+    arts = "dossier élève/modèles exportés"
+    res = _ffexport(["onnx", "-m", "mtcnn_rnet", "--out", arts, "--parity-samples", "1"], work)
+    assert res.returncode == 0, res.stderr
+    assert (work / arts / "mtcnn_rnet" / "fp32.onnx").is_file()
+    res = _ffexport(["int8", "-m", "mtcnn_rnet", "--out", arts, "--calib", str(calib.relative_to(work)),
+                     "--samples", "4", "--parity-samples", "1"], work)
+    assert res.returncode == 0, res.stderr
+    import json
+
+    rec = json.loads((work / arts / "mtcnn_rnet" / "manifest.json").read_text())["artifacts"]["int8.onnx"]
+    assert all(f.startswith("visage ") for f in rec["inputs"]["calibration"]["files"]), rec["inputs"]
+    res = _ffexport(["swap", "-s", "dossier élève/visage 1.png", "-t", "dossier élève/visage 1.png",
+                     "-o", "dossier élève/résultat 1.png", "--variant", "encoder=iresnet18",
+                     "--generator", "identity", "--quiet", "--out", arts], work)
+    assert res.returncode == 0, res.stderr
+    assert "résultat 1.png" in res.stdout and (folder / "résultat 1.png").stat().st_size > 0

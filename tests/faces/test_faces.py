@@ -128,6 +128,58 @@ def test_corrupt_images_are_skipped_with_a_warning(face_dir):
         load_face_folder(face_dir, min_images=3)
 
 
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims ``width x height`` RGB and whose single IDAT holds almost nothing: what a
+    decompression bomb looks like to a reader that trusts the header."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("make, size", [
+    (lambda p: __import__("PIL.Image", fromlist=["Image"]).new("1", (10000, 6000)).save(p), "10000x6000 pixels (60.0"),
+    (lambda p: _png_header_only(p, 20000, 10000), "200.0 megapixels"),  # past PIL's own decompression-bomb limit
+], ids=["60-megapixel-png", "200-megapixel-header"])
+def test_an_image_over_the_pixel_limit_is_skipped_from_its_header_without_decoding(face_dir, monkeypatch, make, size):
+    from PIL import ImageFile
+
+    from ffexport.faces.load import MAX_MEGAPIXELS
+    from ffexport.passes.proof.calib import scan_folder
+
+    make(face_dir / "huge.png")
+    real_load = ImageFile.ImageFile.load
+
+    def load(im):
+        assert im.size[0] * im.size[1] <= MAX_MEGAPIXELS * 1_000_000, f"decoded a {im.size} image"
+        return real_load(im)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    with pytest.warns(FaceDataWarning) as caught:
+        faces = load_face_folder(face_dir)
+    assert sorted(Path(f.path).name for f in faces) == ["astronaut.jpg", "obama.jpg"]
+    (msg,) = [str(w.message) for w in caught]
+    assert msg.startswith("skipping huge.png: ") and size in msg and f"the {MAX_MEGAPIXELS}-megapixel limit" in msg
+    with pytest.warns(FaceDataWarning, match="huge.png"):
+        fs = scan_folder(face_dir, require_landmarks=True)
+    assert fs.skipped == ["huge.png"] and len(fs) == 2  # the manifest records the skipped file
+    for name in ("astronaut.jpg", "astronaut.json", "obama.jpg", "obama.json"):
+        (face_dir / name).unlink()
+    import warnings
+
+    with warnings.catch_warnings(record=True) as said, pytest.raises(CalibrationError) as err:
+        warnings.simplefilter("always")
+        scan_folder(face_dir, require_landmarks=True)
+    assert not said  # nothing usable: the reason is in the one error line, not in a warning before it
+    assert "(1 file, all skipped: huge.png: " in str(err.value) and size in str(err.value)
+
+
 def test_only_corrupt_images_is_an_error(tmp_path):
     (tmp_path / "a.jpg").write_bytes(b"garbage")
     with pytest.warns(FaceDataWarning), pytest.raises(CalibrationError, match="only 0 usable"):

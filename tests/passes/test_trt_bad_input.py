@@ -56,6 +56,25 @@ def test_corrupt_engine_file(tmp_path, capsys):
     assert "shorter than an engine header" in one_error_line(capsys)
 
 
+def test_truncated_engine_is_one_line_before_any_gpu_or_runtime_check(built, tmp_path, capsys):
+    """The plan header gives the plan's length: a short file is named truncated by inspect and by the runner,
+    lone or beside its record, on a host with or without a GPU (the check needs neither)."""
+    from ffexport.backends.trt import TrtRunner
+    from ffexport.errors import ArtifactError
+
+    engine, _ = built
+    data = engine.read_bytes()
+    lone = tmp_path / "copy.engine"
+    lone.write_bytes(data[:len(data) // 2])
+    engine.write_bytes(data[:-1])
+    for path, size in ((lone, len(data) // 2), (engine, len(data) - 1)):
+        assert main(["inspect", str(path)]) == 1
+        line = one_error_line(capsys)
+        assert f"is truncated: its header gives {len(data)} bytes, the file has {size}" in line, line
+        with pytest.raises(ArtifactError, match="is truncated"):
+            TrtRunner(path, device="cuda").activate()
+
+
 def test_corrupted_engine_body_is_caught_by_its_record(built, capsys):
     engine, _ = built
     data = bytearray(engine.read_bytes())

@@ -57,7 +57,7 @@ def trt_options(spec, config_dir=None, *, out: str | Path = "artifacts", flavor:
                 workspace_mb: int | None = None, opt_level: int | None = None, target_cc: Sequence[str] | None = None,
                 version_compatible: bool = False, cache_dir: str | Path | None = None):
     """The ``trt`` pass's options for ``spec``: ``configs/<module>.yaml``'s ``trt`` section, then these."""
-    from ..config import load_module_config
+    from ..config import load_module_config, module_config_label
     from ..passes.registry import get as get_pass
 
     section = dict(load_module_config(spec.module, config_dir).get("trt") or {})
@@ -65,7 +65,7 @@ def trt_options(spec, config_dir=None, *, out: str | Path = "artifacts", flavor:
         "dims": {**dict(section.get("dims") or {}), **dict(dims or {})}, "flavor": flavor,
         "batch": tuple(batch) if batch else None, "workspace_mb": workspace_mb, "opt_level": opt_level,
         "target_cc": tuple(target_cc) if target_cc else None, "version_compatible": version_compatible,
-        "cache_dir": str(cache_dir or Path(out) / DEFAULT_CACHE)}, where=f"configs/{spec.module}.yaml")
+        "cache_dir": str(cache_dir or Path(out) / DEFAULT_CACHE)}, where=module_config_label(spec.module, config_dir))
 
 
 def engine_from_onnx(spec, precision: str, onnx_path: str | Path, options, *, out: str | Path = "artifacts",

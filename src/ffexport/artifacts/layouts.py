@@ -245,7 +245,7 @@ def spec_tensors(plan: Plan, base, batch_dynamic: bool) -> tuple[tuple[TensorSpe
 
     def resize(t: TensorSpec) -> TensorSpec:
         shape = list(t.shape)
-        if len(shape) == 4 and shape[1] == 3:
+        if len(shape) == 4 and shape[1] == 3 and plan.size:  # size 0: no square image input (the blender)
             shape[2] = shape[3] = plan.size
         shape[0] = b if t.has_batch else shape[0]
         return replace(t, shape=tuple(shape))

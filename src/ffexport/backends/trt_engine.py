@@ -17,6 +17,9 @@ TORCH_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8
                  "INT64": "int64", "BOOL": "bool", "UINT8": "uint8", "FP8": "float8_e4m3fn"}
 MB = float(1 << 20)
 _HEADER = 64  # TensorRT and TensorRT-RTX plan headers are this long (IRuntime.engine_header_size)
+# where a plan header gives the plan's length in bytes (little-endian uint64), by flavour: seen in every
+# TensorRT-RTX 1.x plan; TensorRT's own plans are not checked (no plan of theirs was at hand to confirm it)
+_SIZE_FIELD = {"tensorrt_rtx": 16}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -37,6 +40,16 @@ def read_engine(path: str | Path) -> bytes:
     return data
 
 
+def declared_size(flavor: str, data: bytes) -> int | None:
+    """The plan length the header of ``data`` gives, where the flavour's header is known to carry one."""
+    import struct
+
+    at = _SIZE_FIELD.get(flavor)
+    if at is None or len(data) < at + 8:
+        return None
+    return int(struct.unpack_from("<Q", data, at)[0])
+
+
 def engine_record(path: str | Path) -> dict | None:
     """The manifest record ``ffexport trt`` wrote beside the engine, if any."""
     p = Path(path)
@@ -53,6 +66,11 @@ def check_engine_file(path: str | Path, data: bytes, record: dict | None) -> str
     if flavor is None:
         raise ArtifactError(f"{p} is not a TensorRT or TensorRT-RTX engine (header {bytes(data[:4])!r}): "
                             "corrupt or another kind of file; rebuild it with `ffexport trt --force`")
+    declared = declared_size(flavor, data)
+    if declared is not None and len(data) < declared:
+        raise ArtifactError(f"{p} is truncated: its header gives {declared} bytes, the file has {len(data)} "
+                            "(an interrupted copy or download); copy it again or rebuild it with "
+                            "`ffexport trt --force`")
     if record:
         if record.get("sha256") and record["sha256"] != sha256_bytes(data):
             raise ArtifactError(f"{p} changed since it was built (its sha256 no longer matches the manifest): "

@@ -188,6 +188,7 @@ def _for(step: str, kw: dict) -> dict:
 
 def _optimize(run, precision: str, force: bool, **kw) -> list:
     results: list = []
+    run.faceset()  # a bad --calib folder is one line before the export writes anything
     run.chain(precision, force={"export", "simplify", precision} if force else set(), results=results,
               **_for(precision, kw))
     return results
@@ -197,6 +198,7 @@ def _step(run, step: str, force: bool, **kw) -> list:
     """A single pass: on --onnx the given file is its parent; on --module the missing or stale upstream
     steps (export, simplify) run first."""
     results: list = []
+    run.faceset()  # a bad --calib folder is one line before the export writes anything
     if run.target.source is not None:
         run.prepare()
         parent = run.target.fp32

@@ -205,8 +205,9 @@ def _print_inspect(info: dict, layers: bool) -> None:
         io, source = info["io"], "the engine"
     else:
         io, source = _record_io(rec), "the build record"
-        err_console.print(f"[yellow]engine not deserialised:[/] {info['reason']}; IO and profile below come from "
-                          "the build record, per-layer information needs the engine", soft_wrap=True)
+        then = ("IO and profile below come from the build record, per-layer information needs the engine" if io
+                else "with no build record beside it, its IO, profile and layers are unknown here")
+        err_console.print(f"[yellow]engine not deserialised:[/] {info['reason']}; {then}", soft_wrap=True)
     t = Table(title=f"IO tensors (from {source})")
     for col in ("name", "mode", "dtype", "shape", "profile min", "opt", "max"):
         t.add_column(col, overflow="fold")
@@ -214,7 +215,7 @@ def _print_inspect(info: dict, layers: bool) -> None:
         p = (x.get("profiles") or [x.get("profile")])[0] or {}
         t.add_row(x["name"], x["mode"], x["dtype"], str(x["shape"]), str(p.get("min", "")), str(p.get("opt", "")),
                   str(p.get("max", "")))
-    console.print(t if io else "no IO information (no GPU to read the engine, and no build record beside it)")
+    console.print(t if io else "no IO information (the engine was not read here, and no build record is beside it)")
     if info.get("layers") is not None:
         lay = info["layers"]
         console.print(f"layers (engine inspector): {len(lay)}")

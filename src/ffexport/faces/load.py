@@ -5,7 +5,8 @@ file of the same stem with at least ``"landmarks": [[x, y] x 5]`` (left eye,
 right eye, nose, left and right mouth corner, in image pixels) and optionally
 ``"box": [x1, y1, x2, y2]``; ``calibration/make_calibration.py`` writes them.
 
-* a corrupt or unreadable image is skipped with a :class:`FaceDataWarning`;
+* a corrupt or unreadable image is skipped with a :class:`FaceDataWarning`, and so is one over
+  :data:`MAX_MEGAPIXELS` (its size read from the header, before any pixel is decoded);
 * an image without (usable) landmarks gets *synthesised* ones with a warning:
   the image is taken to be a face crop, and the ArcFace 112 template is placed
   in a centred square of side ``0.6 * min(H, W)`` (which is also its box);
@@ -27,6 +28,8 @@ from ..errors import CalibrationError
 from ..specs.templates import ARCFACE_112_V2
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+# larger face images are skipped before their pixels are decoded (50 megapixels are 150 MB as RGB)
+MAX_MEGAPIXELS = 50
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 BUILTIN_IMAGE = ASSETS / "astronaut.jpg"
 SYNTH_BOX_FRACTION = 0.6
@@ -34,6 +37,10 @@ SYNTH_BOX_FRACTION = 0.6
 
 class FaceDataWarning(UserWarning):
     """A face image was skipped or its landmarks were synthesised."""
+
+
+class ImageTooLargeError(ValueError):
+    """An image whose header gives more than :data:`MAX_MEGAPIXELS`; ``str()`` says its size and the limit."""
 
 
 @dataclass
@@ -95,11 +102,41 @@ def _read_landmarks(json_path: Path, height: int, width: int) -> tuple[np.ndarra
 
 # --- loading ----------------------------------------------------------------------------
 
+def _too_large(width: int, height: int) -> str:
+    """Why an image of this size is refused, or ``""``."""
+    if width * height <= MAX_MEGAPIXELS * 1_000_000:
+        return ""
+    return (f"{width}x{height} pixels ({width * height / 1e6:.1f} megapixels) is over the {MAX_MEGAPIXELS}-megapixel "
+            "limit for face images: downscale it")
+
+
+def _open(path, Image):
+    """``Image.open`` (the header only); an image beyond the size limit raises :class:`ImageTooLargeError`
+    before a pixel is decoded, also where PIL's own decompression-bomb check would warn or refuse first."""
+    import re
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except Image.DecompressionBombError as exc:
+        m = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = f"{int(m.group(1)) / 1e6:.1f} megapixels" if m else "more megapixels than PIL decodes"
+        raise ImageTooLargeError(f"{pixels} is over the {MAX_MEGAPIXELS}-megapixel limit for face images: "
+                                 "downscale it") from None
+    why = _too_large(*im.size)
+    if why:
+        im.close()
+        raise ImageTooLargeError(why)
+    return im
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
-    """An image file as RGB uint8 ``H x W x 3`` (EXIF orientation applied); raises on corrupt files."""
+    """An image file as RGB uint8 ``H x W x 3`` (EXIF orientation applied); raises on corrupt files, and
+    :class:`ImageTooLargeError` (read from the header, before decoding) above :data:`MAX_MEGAPIXELS`."""
     from PIL import Image, ImageOps
 
-    with Image.open(path) as im:
+    with _open(path, Image) as im:
         im.load()
         im = ImageOps.exif_transpose(im)
         return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
@@ -125,6 +162,9 @@ def load_face(path: str | Path, require_landmarks: bool = False, max_side: int |
     path = Path(path)
     try:
         rgb = read_rgb(path)
+    except ImageTooLargeError as exc:
+        warnings.warn(f"skipping {path.name}: {exc}", FaceDataWarning, stacklevel=3)
+        return None
     except Exception as exc:  # PIL raises many types for corrupt files
         warnings.warn(f"skipping {path.name}: not a readable image ({type(exc).__name__})", FaceDataWarning,
                       stacklevel=3)

@@ -95,15 +95,14 @@ def scan_folder(folder: str | Path, require_landmarks: bool, min_images: int = 1
                         not_dir="--calib {folder} is not a folder: pass a folder of face photos",
                         empty="calibration folder {folder} holds no images ({suffixes}): add face photos with "
                               "their landmark JSONs")
-    usable, skipped = [], []
+    usable, skipped, reasons = [], [], []
     h = hashlib.sha256()
     for p in files:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             face = load_face(p, require_landmarks=require_landmarks)
-        if face is None:  # say why it was skipped; synthesised landmarks are irrelevant when not required
-            for w in caught:
-                warnings.warn(str(w.message), w.category, stacklevel=2)
+        if face is None:  # why it was skipped; synthesised landmarks are irrelevant when not required
+            reasons += [(w.message, w.category) for w in caught]
             skipped.append(p.name)
             continue
         usable.append(p)
@@ -113,14 +112,29 @@ def scan_folder(folder: str | Path, require_landmarks: bool, min_images: int = 1
         if side.is_file():
             h.update(hashlib.sha256(side.read_bytes()).digest())
         del face
+    # a failed scan is one line that gives the first reason; a scan that succeeds warns once per skipped image
     if not usable:
-        raise CalibrationError(f"no readable face images in {folder} ({len(files)} files, all skipped: "
-                               f"{', '.join(skipped[:3])}{' ...' if len(skipped) > 3 else ''})")
+        files_n = f"{len(files)} file" + ("s" if len(files) != 1 else "")
+        raise CalibrationError(f"no readable face images in {folder} ({files_n}, all skipped: "
+                               f"{_first_reason(reasons, skipped)})")
     if len(usable) < min_images:
-        raise CalibrationError(f"only {len(usable)} usable face image(s) in {folder} after skipping "
-                               f"{len(skipped)}, need at least {min_images}")
+        why = f" after skipping {len(skipped)} ({_first_reason(reasons, skipped)})" if skipped else ""
+        raise CalibrationError(f"only {len(usable)} usable face image(s) in {folder}{why}, need at least "
+                               f"{min_images}")
+    for message, category in reasons:
+        warnings.warn(str(message), category, stacklevel=2)
     return FaceSet(f"{folder} ({len(usable)} usable images)", usable, h.hexdigest(), folder,
                    require_landmarks, skipped)
+
+
+def _first_reason(reasons: list, skipped: list[str]) -> str:
+    """``"a.png: why; +2 more (b.png, c.png)"`` from the warnings of the skipped images."""
+    said = [str(m) for m, _ in reasons]
+    first = next((m for m in said if m.startswith("skipping ")), said[0] if said else skipped[0])
+    first = first[len("skipping "):] if first.startswith("skipping ") else first
+    rest = skipped[1:]
+    more = f"; +{len(rest)} more ({', '.join(rest[:3])}{', ...' if len(rest) > 3 else ''})" if rest else ""
+    return first + more
 
 
 def spread(items: Sequence, n: int) -> list:
