@@ -67,6 +67,16 @@ def _mask(value: str) -> tuple[float, ...]:
     return vals
 
 
+def _batch(value: str) -> int | str:
+    """``--batch``: ``auto`` or a positive whole number."""
+    from ..pipeline.autobatch import parse_batch
+
+    try:
+        return parse_batch(value)
+    except InputSpecError:
+        raise InputSpecError(f"--batch must be a positive whole number or auto, got {value!r}") from None
+
+
 def _faces(value: str) -> tuple[str, Path | None]:
     if value in ("all", "largest"):
         return value, None
@@ -79,7 +89,7 @@ def swap_settings(config_dir: Path | None = None, *, backend: str | None = None,
                   stages: Sequence[str] = (), variants: Sequence[str] = (), generator: str | None = None,
                   device: str | None = None, enhance: bool | None = None, landmarks68: bool | None = None,
                   detector: str | None = None, blend: str | None = None,
-                  detect_max_side: int | None = None) -> "PipelineSettings":
+                  detect_max_side: int | None = None, streaming: bool | None = None) -> "PipelineSettings":
     """The settings ``swap`` builds its pipeline from: ``pipeline.yaml`` of ``config_dir`` (see
     :func:`~ffexport.pipeline.settings.load_pipeline_settings`), then the flags given (``None``/empty: not given).
 
@@ -101,7 +111,7 @@ def swap_settings(config_dir: Path | None = None, *, backend: str | None = None,
     return load_pipeline_settings(config_dir).override(
         modules=modules, backend=backend, precision=precision, stage_backends=stage_backends,
         stage_precisions=stage_precisions, device=device, enhance=enhance, landmarks68=landmarks68,
-        detector=detector, blend=blend, detect_max_side=detect_max_side)
+        detector=detector, blend=blend, detect_max_side=detect_max_side, streaming=streaming)
 
 
 def register(app: typer.Typer) -> None:
@@ -129,7 +139,11 @@ def register(app: typer.Typer) -> None:
         stages: List[str] = typer.Option([], "--stage", help="MODULE=BACKEND[:PRECISION] for one stage, repeatable"),
         detector: Optional[str] = typer.Option(None, "--detector", help=_filed(
             "auto (MTCNN unless --checkpoint detector=...) | mtcnn | retinaface", Defaults.detector)),
-        batch: int = typer.Option(1, "--batch", help="frames per GPU batch"),
+        batch: str = typer.Option("auto", "--batch", help="frames per pipeline call of a video, or auto: as many as "
+                                  "fit a memory budget on a GPU (measured on the video's first frames, at most 32), "
+                                  "4 on a CPU"),
+        streaming: Optional[bool] = typer.Option(None, "--streaming/--no-streaming", help=_filed(
+            "overlap a video's copies and transfers with the GPU work (off: batch after batch)", Defaults.streaming)),
         blend: Optional[str] = typer.Option(None, "--blend", help=_filed(
             "box (feathered box mask) | poisson (gradient-domain)", Defaults.blend)),
         mask: str = typer.Option("0.3,0,0,0,0", "--mask", help="blur,pad_top,pad_right,pad_bottom,pad_left"),
@@ -168,9 +182,8 @@ def register(app: typer.Typer) -> None:
             settings = swap_settings(config_dir, backend=backend, precision=precision, stages=stages,
                                      variants=variants, generator=generator, device=device, enhance=enhance,
                                      landmarks68=landmarks68, detector=detector, blend=blend,
-                                     detect_max_side=detect_max_side)
-            if batch < 1:
-                raise InputSpecError(f"--batch must be a positive integer, got {batch}")
+                                     detect_max_side=detect_max_side, streaming=streaming)
+            batch_value = _batch(batch)
             if preset not in X264_PRESETS:
                 raise InputSpecError(f"unknown --preset {preset!r}; valid: {', '.join(X264_PRESETS)}")
             face_mode, reference = _faces(faces)
@@ -179,8 +192,8 @@ def register(app: typer.Typer) -> None:
             say = (lambda m: err_console.print(f"[dim]{m}[/]", soft_wrap=True)) if not quiet else (lambda _m: None)
             pipe = Pipeline.from_settings(settings, faces=face_mode,
                                           checkpoints=_pairs(checkpoints, "--checkpoint", "PATH"), out=out,
-                                          batch=batch, mask=_mask(mask), build_missing=not no_build, timing=timing,
-                                          min_face=min_face, say=say)
+                                          batch=batch_value, mask=_mask(mask), build_missing=not no_build,
+                                          timing=timing, min_face=min_face, say=say)
             with pipe:
                 pipe.set_source(source_image, str(source))  # decoded once, by the check
                 if reference is not None:
@@ -198,9 +211,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _check_paths(source: Path, target: Path, output: Path, force: bool):
-    """Source, target and output, one line each when wrong: the source decodes, the target exists, the output is a
-    file of the target's kind in an existing folder, not the target itself, and not there yet unless --force.
-    Returns the decoded source image."""
+    """Source, target and output, one line each when wrong: the source decodes, the target exists (a video target
+    has a video stream whose first frame decodes), the output is a file of the target's kind in an existing folder,
+    not the target itself, and not there yet unless --force.  Returns the decoded source image."""
     from ..errors import MediaError, OutputExistsError
     from ..pipeline.media import is_image_path, read_image
 
@@ -219,6 +232,10 @@ def _check_paths(source: Path, target: Path, output: Path, force: bool):
         raise MediaError(f"--output {output}: its folder {output.parent} does not exist; create it first")
     if output.exists() and not force:
         raise OutputExistsError(f"--output {output} already exists; pass --force to overwrite it")
+    if not is_image_path(target):  # a video without a stream, a frame or a decodable codec: before any model
+        from ..pipeline.video import probe
+
+        probe(target)
     return image
 
 
@@ -233,6 +250,8 @@ def _report(stats: dict, target: Path, output: Path, as_json: bool) -> None:
         err_console.print(f"[yellow]note:[/] no face found in {missing} of {frames} frames (passed through unchanged)",
                           soft_wrap=True)
     rate = f", {stats['throughput_fps']:.1f} frames/s" if stats.get("throughput_fps") else ""
+    if "batch" in stats:  # a video
+        rate += f", batch {stats['batch']}{' (auto)' if stats.get('batch_auto') else ''}"
     console.print(f"swapped {stats['faces_swapped']} face(s) in {frames - missing}/{frames} frame(s) -> "
                   f"{rel(output)} ({stats['seconds']:.1f} s{rate})", soft_wrap=True)
     if "timings_s" in stats:

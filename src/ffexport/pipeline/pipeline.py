@@ -10,6 +10,12 @@ returned as given, bit for bit.
 
 Each module runs through a :class:`~ffexport.pipeline.stages.Stage` (torch
 eager, onnxruntime CPU/CUDA, or TensorRT), chosen per module.
+
+Streams of batches (videos, :meth:`Pipeline.process_batches`) go through the
+:class:`~ffexport.pipeline.streaming.StreamingExecutor` (``streaming=True``):
+host copies, uploads and downloads of neighbouring batches overlap each
+batch's GPU work; ``streaming=False`` runs them one after the other, the
+serial path :meth:`Pipeline.process_frames` always takes.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +34,7 @@ from ..faces.feeds import source_transform, transform_source
 from ..specs.templates import FFHQ_512
 from ..vision import align
 from ..vocab import PRECISIONS, TORCH_BACKENDS
+from .autobatch import AUTO, parse_batch
 from .detectors import MTCNN_MAX_SIDE, detector_modules, largest, make_detector, resolve_kind
 from .device import check_device
 from .paste import paste
@@ -61,6 +68,8 @@ class Pipeline:
     frames larger than ``detect_max_side`` on a scaled copy.
     ``generator="identity"`` returns the target crop unchanged (tests).
     ``timing=True`` accumulates seconds per stage in ``timings`` (GPU synchronised).
+    ``batch``: frames per call of a video, or ``"auto"`` (:mod:`.autobatch`: a memory budget on a GPU, 4 frames on
+    a CPU, chosen per video).  ``streaming``: videos and :meth:`process_batches` through the streaming executor.
     :meth:`from_settings` takes the defaults from ``configs/pipeline.yaml``
     (:class:`~ffexport.pipeline.settings.PipelineSettings`) instead of these.
     """
@@ -68,15 +77,19 @@ class Pipeline:
     def __init__(self, backend: str | Mapping[str, str] = "torch", precision: str | Mapping[str, str] = "fp32",
                  device: str = "cpu", generator: str = "inswapper-128", enhance: bool = False,
                  landmarks68: bool = False, faces: str = "all", detector: str = "auto",
-                 checkpoints: Mapping[str, str | Path] | None = None, out: str | Path = "artifacts", batch: int = 1,
+                 checkpoints: Mapping[str, str | Path] | None = None, out: str | Path = "artifacts",
+                 batch: int | str = 1,
                  blend: str = "box", mask: Sequence[float] = (0.3, 0.0, 0.0, 0.0, 0.0),
                  variants: Mapping[str, str] | None = None, build_missing: bool = True, timing: bool = False,
                  score_threshold: float | None = None, min_face: float = 20.0, reference_threshold: float = 0.4,
-                 detect_max_side: int | None = MTCNN_MAX_SIDE, config_dir: str | Path | None = None, say=None):
+                 detect_max_side: int | None = MTCNN_MAX_SIDE, config_dir: str | Path | None = None,
+                 streaming: bool = True, say=None):
         self.device = check_device(device)
-        self.batch = int(batch)
-        if self.batch < 1:
-            raise InputSpecError(f"batch must be >= 1, got {batch}")
+        batch = parse_batch(batch)
+        self.auto_batch = batch == AUTO
+        self.batch = 1 if self.auto_batch else batch  # with auto: chosen per video (process_video)
+        self.streaming = bool(streaming)
+        self._executor = None
         for name, value, valid in (("faces", faces, FACE_MODES), ("blend", blend, BLEND_MODES),
                                    ("detector", detector, DETECTORS)):
             if value not in valid:
@@ -192,6 +205,8 @@ class Pipeline:
         return [s.describe() for s in self.stages.values()]
 
     def close(self) -> None:
+        if self._executor is not None:
+            self._executor.close()
         for s in self.stages.values():
             s.close()
 
@@ -376,17 +391,36 @@ class Pipeline:
         return self.process_frames([frame])[0]
 
     def _process(self, frames, as_list) -> list[np.ndarray]:
+        """The serial path: upload, the GPU work, download, one after the other."""
         with self._t("transfer"):
             x8 = self._upload(frames)
+        out_dev, touched = self._compute(x8)
+        result = [self._host(f) for f in as_list]
+        if out_dev is None:
+            return result
+        with self._t("transfer"):
+            out_host = self._download(out_dev)
+        for j, b in enumerate(touched):
+            result[b] = out_host[j]
+        return result
+
+    def _compute(self, x8: torch.Tensor) -> tuple[torch.Tensor | None, list[int]]:
+        """The device work of one batch: ``B x H x W x 3`` uint8 frames on the device -> the frames that received
+        a face (``T x H x W x 3`` uint8 on the device; None when none did) and their indices in the batch.
+
+        The per-batch function of the streaming executor (:mod:`.streaming`) and of the serial path.
+        """
+        with self._t("transfer"):
             images = x8.permute(0, 3, 1, 2).float()
         with self._t("detect"):
             dets = self.detect(images)
         kps, index = self._select(images, dets)
-        n_frames = len(as_list)
-        self.stats["frames"] += n_frames
+        self.stats["frames"] += int(x8.shape[0])
         self._last = None
         if kps.shape[0] == 0:
-            return [self._host(f) for f in as_list]
+            return None, []
+        # read now, while the stream is idle after detection (at the end it would wait for the whole batch)
+        touched = sorted(set(index.tolist()))
         if self.landmarks68:
             with self._t("landmarks"):
                 kps = self._refine_landmarks(images, kps, index)
@@ -413,15 +447,49 @@ class Pipeline:
             self._enhance(work, kps, index)
         self._last = (kps, affine, index, size)
         with self._t("transfer"):
-            touched = sorted(set(index.tolist()))
             out_dev = work[touched].round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
-            out_host = self._download(out_dev)
-        result = [self._host(f) for f in as_list]
-        for j, b in enumerate(touched):
-            result[b] = out_host[j]
         self.stats["frames_with_faces"] += len(touched)
         self.stats["faces_swapped"] += int(kps.shape[0])
-        return result
+        return out_dev, touched
+
+    # --- streams of batches -------------------------------------------------------------------
+    def process_batches(self, batches: Iterable, stop=None) -> Iterator[list[np.ndarray]]:
+        """The swapped frames of each batch of ``batches`` (each a list of RGB uint8 ``H x W x 3`` arrays, as
+        :meth:`process_frames` takes), one list per batch, in order, as they are done.
+
+        With ``streaming`` the batches go through the :class:`~.streaming.StreamingExecutor` (copies and
+        transfers of neighbouring batches overlap each batch's GPU work; the same frames as the serial path);
+        otherwise each is :meth:`process_frames`'.  ``stop`` (a ``threading.Event``): set it to end early; a
+        failed or abandoned streaming run sets it.
+        """
+        if self._source is None:
+            raise InputSpecError("no source face: call set_source(image) first")
+        if not self.streaming:
+            return self._serial_batches(batches, stop)
+        return self.executor.run(batches, stop)
+
+    def _serial_batches(self, batches: Iterable, stop) -> Iterator[list[np.ndarray]]:
+        from .streaming import as_arrays
+
+        for batch in batches:
+            if stop is not None and stop.is_set():
+                return
+            yield self.process_frames(as_arrays(batch))
+
+    @property
+    def executor(self):
+        """The pipeline's :class:`~.streaming.StreamingExecutor` (made on first use; its ring is kept)."""
+        if self._executor is None:
+            from .streaming import StreamingExecutor
+
+            self._executor = StreamingExecutor(self._compute_batch, self.device, fallback=self.process_frames,
+                                               check=self._check_frames)
+        return self._executor
+
+    def _compute_batch(self, x8: torch.Tensor):
+        if self._source is None:
+            raise InputSpecError("no source face: call set_source(image) first")
+        return self._compute(x8)
 
     def _enhance(self, work: torch.Tensor, kps: torch.Tensor, index: torch.Tensor) -> None:
         stage = self.stages["enhancer"]
@@ -471,16 +539,38 @@ class Pipeline:
         """Swap faces in every frame of ``src`` and write ``dst`` with the same frames, rate, size and audio.
 
         ``encode`` goes to :func:`ffexport.pipeline.video.transcode` (``crf``, ``preset``, ``codec``,
-        ``queue_size``).  Frames without a face pass through unchanged.
+        ``queue_size``).  Frames without a face pass through unchanged.  With ``batch="auto"`` the batch is
+        chosen for this video first (:func:`~.autobatch.choose_batch`, on its first frames); the statistics
+        record the batch (``batch``, and ``batch_auto``: how it was chosen) and the path (``executor``).
         """
         from .video import transcode
 
+        if self._source is None:
+            raise InputSpecError("no source face: call set_source(image) first")
+        choice = self.choose_batch(src) if self.auto_batch else None
+        batch = choice["batch"] if choice else self.batch
         before = dict(self.stats)
-        stats = transcode(src, dst, self.process_frames, batch=self.batch, progress=progress, **encode)
+        if self.streaming:
+            stats = transcode(src, dst, stream=self.process_batches, batch=batch, progress=progress, **encode)
+        else:
+            stats = transcode(src, dst, self.process_frames, batch=batch, progress=progress, **encode)
         with_faces = self.stats["frames_with_faces"] - before["frames_with_faces"]
         stats.update(faces_swapped=self.stats["faces_swapped"] - before["faces_swapped"],
-                     frames_with_faces=with_faces, frames_without_faces=stats["frames"] - with_faces)
+                     frames_with_faces=with_faces, frames_without_faces=stats["frames"] - with_faces,
+                     batch=batch, batch_auto=choice, executor="streaming" if self.streaming else "serial")
         return stats
+
+    def choose_batch(self, src: str | Path | None = None) -> dict:
+        """``batch="auto"``'s choice for the video ``src`` (:func:`~.autobatch.choose_batch`: on a GPU one probe
+        call on its first frames)."""
+        from .autobatch import PROBE_FRAMES, choose_batch
+
+        frames = []
+        if self.device.type == "cuda" and src is not None:
+            from .video import first_frames
+
+            frames = first_frames(src, PROBE_FRAMES)
+        return choose_batch(self, frames)
 
     def process(self, src: str | Path, dst: str | Path, progress: bool = True, **encode) -> dict:
         """An image or a video, by the target's suffix."""

@@ -22,6 +22,8 @@ The file (every key optional; the defaults shown)::
     enhance: false        # restore the swapped faces with the enhancer
     landmarks68: false    # refine the detector's 5 points with the 68-point landmarker
     device: cpu           # cpu | cuda | cuda:N
+    streaming: true       # videos through the streaming executor (copies and transfers overlap the GPU work);
+                          #   false: the serial path, batch after batch (for comparison)
 
 Importing this file does not import torch.
 """
@@ -70,7 +72,8 @@ class PipelineSettings:
     ``detector``: ``auto`` | ``mtcnn`` | ``retinaface``; ``detect_max_side``: MTCNN's detection size
     (``None`` or 0: frames at their own size).  ``blend``: ``box`` | ``poisson``.  ``enhance`` and
     ``landmarks68`` switch the optional enhancer and 68-point landmarker on.  ``device``: ``cpu`` |
-    ``cuda`` | ``cuda:N`` (checked against the machine when the pipeline is built).
+    ``cuda`` | ``cuda:N`` (checked against the machine when the pipeline is built).  ``streaming``: streams of
+    batches (videos, the pipeline benchmark) through the streaming executor (:mod:`.streaming`), or serially.
     ``config_dir``: the folder the settings came from (the pipeline reads its module configs there too);
     ``source``: the file, or ``"built-in defaults"``.
     """
@@ -86,6 +89,7 @@ class PipelineSettings:
     enhance: bool = False
     landmarks68: bool = False
     device: str = "cpu"
+    streaming: bool = True
     config_dir: Path | None = None
     source: str = "built-in defaults"
 
@@ -110,7 +114,8 @@ class PipelineSettings:
                  precision: str | None = None, stage_backends: Mapping[str, str] | None = None,
                  stage_precisions: Mapping[str, str] | None = None, detector: str | None = None,
                  detect_max_side: int | None = None, blend: str | None = None, enhance: bool | None = None,
-                 landmarks68: bool | None = None, device: str | None = None) -> "PipelineSettings":
+                 landmarks68: bool | None = None, device: str | None = None,
+                 streaming: bool | None = None) -> "PipelineSettings":
         """These settings with the choices given (``None``: keep the settings').
 
         ``modules``, ``stage_backends`` and ``stage_precisions`` are merged over the settings' per module.
@@ -129,7 +134,8 @@ class PipelineSettings:
             if default is not None or per_stage:
                 changes[f"stage_{name}s"] = {**kept, **(per_stage or {})}
         for name, value in (("detector", detector), ("detect_max_side", detect_max_side), ("blend", blend),
-                            ("enhance", enhance), ("landmarks68", landmarks68), ("device", device)):
+                            ("enhance", enhance), ("landmarks68", landmarks68), ("device", device),
+                            ("streaming", streaming)):
             if value is not None:
                 changes[name] = value
         return replace(self, **changes) if changes else self
@@ -144,7 +150,7 @@ class PipelineSettings:
             "device": self.device, "enhance": self.enhance, "landmarks68": self.landmarks68,
             "detector": self.detector, "blend": self.blend, "detect_max_side": self.detect_max_side or None,
             "variants": {m: v for m, v in self.modules.items() if m != "generator"},
-            "config_dir": self.config_dir,
+            "config_dir": self.config_dir, "streaming": self.streaming,
         }
         if "generator" in self.modules:
             kw["generator"] = self.modules["generator"]
@@ -194,7 +200,7 @@ def _check(s: PipelineSettings) -> None:
         raise _Invalid("detect_max_side", f"detect_max_side must be a whole number of pixels >= 0 "
                                           f"(0 or null: never scale), got {side!r}")
     _name("blend", "blend mode", s.blend, BLEND_MODES)
-    for key in ("enhance", "landmarks68"):
+    for key in ("enhance", "landmarks68", "streaming"):
         if not isinstance(getattr(s, key), bool):
             raise _Invalid(key, f"{key} must be true or false, got {getattr(s, key)!r}")
     if not isinstance(s.device, str) or not _DEVICE.fullmatch(s.device):
@@ -205,7 +211,7 @@ def _check(s: PipelineSettings) -> None:
 
 # file key -> what it holds (the error message's "valid" list is these keys)
 _FILE_KEYS = ("modules", "backend", "precision", "stages", "detector", "detect_max_side", "blend", "enhance",
-              "landmarks68", "device")
+              "landmarks68", "device", "streaming")
 
 
 def load_pipeline_settings(config_dir: str | os.PathLike | None = None) -> PipelineSettings:

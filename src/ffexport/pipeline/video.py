@@ -2,7 +2,12 @@
 
     decode thread --(bounded queue)--> caller's frame function (main thread) --(bounded queue)--> encode thread
 
-Both queues are bounded, so memory stays flat however long the video is.  The
+or, with a stream function (the pipeline's streaming executor, :mod:`.streaming`), in the middle::
+
+    --(bounded queue)--> upload thread (page-locked ring, copy stream) --> GPU work (main thread)
+                     --> download (copy stream) --(bounded queue)--> encode thread
+
+Every queue is bounded, so memory stays flat however long the video is.  The
 audio stream is copied packet for packet (no re-encode), interleaved with the
 video by the encoder thread from a second reader of the input.  Frame count,
 frame rate and resolution are preserved.  The output is written to a temporary
@@ -11,13 +16,15 @@ file beside the final name and renamed only when everything succeeded.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -36,6 +43,8 @@ CONTAINERS = {
 }
 
 ProcessFn = Callable[[list[np.ndarray]], Sequence[np.ndarray]]
+# batches of frames (and a stop event the function sets when it fails) -> each batch's frames, in order
+StreamFn = Callable[[Iterable[list[np.ndarray]], threading.Event], Iterator[Sequence[np.ndarray]]]
 
 
 @dataclass
@@ -105,6 +114,21 @@ def probe(path: str | Path) -> VideoInfo:
         dur = float(c.duration / 1_000_000) if c.duration else None
         return VideoInfo(p, first.width, first.height, Fraction(fps), int(v.frames) or None, name,
                          a.codec_context.name if a is not None else None, dur)
+
+
+def first_frames(path: str | Path, n: int) -> list[np.ndarray]:
+    """The first ``n`` frames of ``path`` as RGB uint8 arrays (fewer when the video is shorter)."""
+    av = require("av", "reading videos")
+    frames: list[np.ndarray] = []
+    with open_input(path) as c:
+        try:
+            for frame in c.decode(c.streams.video[0]):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if len(frames) >= n:
+                    break
+        except av.FFmpegError as exc:
+            raise MediaError(f"cannot decode video {path}: {_first_line(exc)}") from exc
+    return frames
 
 
 # --- threads ----------------------------------------------------------------------------------
@@ -264,9 +288,12 @@ def _progress(enabled: bool):
                     console=Console(stderr=True), disable=not enabled, transient=False)
 
 
-def _get(q: queue.Queue, reader: threading.Thread, writer: "_Writer", dst: Path):
-    """The next decoded item; fails at once (instead of waiting forever) when the encoder has failed."""
+def _get(q: queue.Queue, reader: threading.Thread, writer: "_Writer", dst: Path, stop: threading.Event | None = None):
+    """The next decoded item; fails at once (instead of waiting forever) when the encoder has failed; ``_END``
+    when ``stop`` is set."""
     while True:
+        if stop is not None and stop.is_set():
+            return _END
         try:
             return q.get(timeout=0.1)
         except queue.Empty:
@@ -276,11 +303,11 @@ def _get(q: queue.Queue, reader: threading.Thread, writer: "_Writer", dst: Path)
                 raise MediaError("the video decoder stopped without finishing")
 
 
-def _batches(q: queue.Queue, reader, writer, src: Path, dst: Path, batch: int):
-    """Lists of up to ``batch`` decoded ``(frame, time)`` items, until the end of the video."""
+def _batches(q: queue.Queue, reader, writer, src: Path, dst: Path, batch: int, stop: threading.Event | None = None):
+    """Lists of up to ``batch`` decoded ``(frame, time)`` items, until the end of the video (or ``stop``)."""
     items: list = []
     while True:
-        item = _get(q, reader, writer, dst)
+        item = _get(q, reader, writer, dst, stop)
         if isinstance(item, _Failure):
             if isinstance(item.exc, MediaError):
                 raise item.exc
@@ -306,12 +333,42 @@ def _check_results(items: list, results: Sequence[np.ndarray]) -> None:
 
 # --- the loop ---------------------------------------------------------------------------------
 
-def transcode(src: str | Path, dst: str | Path, process: ProcessFn, *, batch: int = 1, progress: bool = True,
-              queue_size: int = 8, crf: int = 18, preset: str = "veryfast", codec: str | None = None) -> dict:
+def _processed(q: queue.Queue, reader, writer, src: Path, dst: Path, batch: int, stop: threading.Event,
+               process: ProcessFn | None, stream: StreamFn | None):
+    """``(items, results)`` per batch of decoded items: ``process`` in this thread, or ``stream`` over the batches
+    (which it reads in a thread of its own; their items wait here, in order, for their results)."""
+    if stream is None:
+        for items in _batches(q, reader, writer, src, dst, batch):
+            yield items, process([a for a, _ in items])
+        return
+    waiting: deque = deque()
+
+    def frames():
+        for items in _batches(q, reader, writer, src, dst, batch, stop):
+            waiting.append(items)
+            yield [a for a, _ in items]
+
+    results = stream(frames(), stop)
+    try:
+        for res in results:
+            yield waiting.popleft(), res
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
+
+
+def transcode(src: str | Path, dst: str | Path, process: ProcessFn | None = None, *, stream: StreamFn | None = None,
+              batch: int = 1, progress: bool = True, queue_size: int = 8, crf: int = 18, preset: str = "veryfast",
+              codec: str | None = None) -> dict:
     """Decode ``src``, pass frames (lists of up to ``batch`` RGB arrays) through ``process``, encode to ``dst``.
 
+    ``stream`` instead of ``process``: a function of the iterable of batches (consumed in a thread of its
+    own) and the run's stop event, yielding each batch's frames in order (the pipeline's streaming executor).
     Returns stream facts and throughput.  On any failure ``dst`` is left as it was.
     """
+    if (process is None) == (stream is None):
+        raise TypeError("transcode takes a frame function (process) or a stream function (stream), one of them")
     av = require("av", "writing videos")
     src, dst = Path(src), Path(dst)
     if src.resolve() == dst.resolve():
@@ -337,10 +394,10 @@ def transcode(src: str | Path, dst: str | Path, process: ProcessFn, *, batch: in
             writer = _Writer(out, vs, info.fps, src, astream, frames_out, stop)
             reader.start()
             writer.start()
-            with _progress(progress) as bar:
+            with _progress(progress) as bar, contextlib.closing(
+                    _processed(frames_in, reader, writer, src, dst, batch, stop, process, stream)) as done:
                 task = bar.add_task(f"swap {src.name}", total=info.frames, fps="-")
-                for items in _batches(frames_in, reader, writer, src, dst, batch):
-                    results = process([a for a, _ in items])
+                for items, results in done:
                     _check_results(items, results)
                     if not all(_put(frames_out, (res, t), stop) for (_, t), res in zip(items, results)):
                         break

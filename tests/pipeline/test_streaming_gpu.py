@@ -1,0 +1,103 @@
+"""The streaming executor on a GPU (skipped without one): the serial path's frames bit for bit, with CUDA graphs
+captured mid-stream for new batch shapes; failures raised as they were, threads ended; ``batch="auto"`` within
+its bounds."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from ffexport.errors import ModelLoadError
+
+from helpers.media import _view, astronaut, no_face_image
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+HW = (360, 640)
+
+
+@pytest.fixture(scope="module")
+def frames():
+    img = astronaut()
+    return [np.ascontiguousarray(_view(img, i / 15, HW)) for i in range(16)]
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+    from ffexport.pipeline.pipeline import Pipeline
+
+    with Pipeline(backend="torch", precision="fp16", device="cuda", batch=4,
+                  out=tmp_path_factory.mktemp("artifacts")) as p:
+        p.set_source(astronaut())
+        yield p
+
+
+def _batches(frames):
+    blank = no_face_image(HW)
+    big = np.ascontiguousarray(np.pad(frames[0], ((0, 16), (0, 16), (0, 0))))
+    # a new batch shape in the middle of the stream (its CUDA graph is captured while uploads are in flight),
+    # a frame without a face, frames of two sizes (the serial path's), and a last short batch
+    return [frames[0:4], frames[4:8], [frames[8], blank, frames[9]], frames[10:14], [frames[14], big],
+            frames[0:4], frames[15:16]]
+
+
+def _same(a, b) -> bool:
+    return all(len(x) == len(y) and all(np.array_equal(u, v) for u, v in zip(x, y)) for x, y in zip(a, b))
+
+
+def test_streaming_on_the_gpu_gives_the_serial_frames(pipe, frames):
+    batches = _batches(frames)
+    first = [pipe.process_frames(b) for b in batches]
+    again = [pipe.process_frames(b) for b in batches]
+    if not _same(first, again):
+        pytest.skip("the serial path itself is not deterministic on this GPU")
+    streamed = list(pipe.process_batches(batches))
+    assert _same(first, streamed)
+    streamed = list(pipe.process_batches(batches * 3))  # a longer stream: every slot reused several times
+    assert _same(first * 3, streamed)
+    ring = pipe.executor.ring
+    assert ring.peak_in_use <= ring.size and ring.in_use == 0
+    assert not [t for t in threading.enumerate() if t.name == "ffexport-upload" and t.is_alive()]
+
+
+def test_a_failure_on_the_gpu_is_raised_and_the_executor_runs_again(pipe, frames, monkeypatch):
+    gen = pipe.stages["generator"]
+    real = gen.run
+    calls = {"n": 0}
+
+    def flaky(feeds):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise ModelLoadError("generator: execution failed: boom")
+        return real(feeds)
+
+    monkeypatch.setattr(gen, "run", flaky)
+    batches = [frames[i:i + 4] for i in range(0, 16, 4)]
+    box: dict = {}
+    t = threading.Thread(target=lambda: box.update(out=_run(pipe, batches)), daemon=True)
+    t.start()
+    t.join(120)
+    assert not t.is_alive(), "the streaming run hung"
+    assert isinstance(box["out"], ModelLoadError) and str(box["out"]) == "generator: execution failed: boom"
+    monkeypatch.undo()
+    assert _same([pipe.process_frames(b) for b in batches], list(pipe.process_batches(batches)))
+
+
+def _run(pipe, batches):
+    try:
+        return list(pipe.process_batches(batches))
+    except ModelLoadError as exc:
+        return exc
+
+
+def test_batch_auto_on_the_gpu(pipe, frames):
+    from ffexport.pipeline.autobatch import MAX_BATCH, choose_batch
+
+    before = dict(pipe.stats)
+    choice = choose_batch(pipe, frames[:2])
+    assert 1 <= choice["batch"] <= MAX_BATCH and choice["peak_mb_per_frame"] > 0 and choice["budget_mb"] > 0
+    assert pipe.stats == before
+    print("auto batch at", HW, choice)
