@@ -60,7 +60,7 @@ def _quiet_default_logger(ort) -> None:
 
 
 def ort_session(path: str | Path, device: str = "cpu", threads: int = 0, stream: int | None = None,
-                dynamic_spatial: bool | None = None, qdq_reference: bool = False):
+                dynamic_spatial: bool | None = None, qdq_reference: bool = False, cuda_graph: bool = False):
     """An InferenceSession on ``device`` ('cpu' or 'cuda[:N]'), with a one-line error if it cannot load.
 
     ``qdq_reference``: run a Q/DQ model as the ONNX operators define it (QuantizeLinear and
@@ -73,6 +73,10 @@ def ort_session(path: str | Path, device: str = "cpu", threads: int = 0, stream:
     CUDA: TF32 is off (an FP32 artifact computes in FP32, as its parity record says), and models whose
     spatial axes are dynamic use cuDNN's heuristic algorithm choice, because the default exhaustive search
     re-benchmarks every new input shape (an image pyramid would be re-tuned on every frame size).
+    ``cuda_graph`` (CUDA only): the session captures its first runs as a CUDA graph and replays it (the CUDA
+    provider's ``enable_cuda_graph``); its caller must bind the same device buffers, of the same shapes, on every
+    run (:class:`OrtRunner` with ``cuda_graph=True`` does).  onnxruntime refuses such a session when a node of
+    the model would run on the CPU.
     CPU: worker threads do not spin-wait after a call, so they leave the cores to torch between stages.
     """
     ort = require("onnxruntime", "running ONNX models")
@@ -95,6 +99,8 @@ def ort_session(path: str | Path, device: str = "cpu", threads: int = 0, stream:
                          _dynamic_spatial(path) if dynamic_spatial is None else dynamic_spatial) else "EXHAUSTIVE"}
         if stream is not None:
             cuda_opts["user_compute_stream"] = str(stream)
+        if cuda_graph:
+            cuda_opts["enable_cuda_graph"] = "1"
         providers = [("CUDAExecutionProvider", cuda_opts), "CPUExecutionProvider"]
     else:
         providers = ["CPUExecutionProvider"]
@@ -111,6 +117,18 @@ def ort_session(path: str | Path, device: str = "cpu", threads: int = 0, stream:
 
 SHAPE_SESSIONS = 16  # sessions kept per small model on CUDA, one per input shape (see OrtRunner)
 SMALL_MODEL_BYTES = 64 << 20
+GRAPH_SESSIONS = 8  # CUDA-graph sessions kept per runner, one per input shape (see OrtRunner)
+
+
+class _GraphSlot:
+    """One input shape's CUDA-graph session and the device buffers bound to it for every run."""
+
+    def __init__(self, sess, binding, inputs: dict, outputs: dict):
+        self.sess = sess
+        self.binding = binding
+        self.inputs = inputs  # name -> torch tensor the graph reads
+        self.outputs = outputs  # name -> torch tensor the graph writes
+        self.runs = 0
 
 
 class OrtRunner(Runner):
@@ -132,12 +150,24 @@ class OrtRunner(Runner):
     holds its own copy of the weights on the GPU); the pipeline calls those with one face at a time
     (:class:`ffexport.pipeline.stages.Stage`), so a frame with a second face costs a second call,
     not two re-plans of a 500 MB model (benchmarks/ort_shape_overhead.py --big measures both).
+
+    CUDA graphs (``cuda_graph=True``, opt-in, CUDA only; ignored on the CPU): an input shape seen a second
+    time gets a session of its own created with the CUDA provider's ``enable_cuda_graph``, and device buffers
+    of that shape bound to it once; each call copies the inputs into those buffers, replays the graph
+    onnxruntime captured on its first runs, and returns copies of the output buffers (the next call
+    overwrites them).  One session, with its own copy of the weights on the GPU, per shape, at most
+    ``graph_sessions`` (default 8) kept, least recently used dropped: the caller keeps the shapes few, e.g.
+    batches padded to powers of two.  A shape's first call runs the ordinary way and tells the output shapes.
+    When onnxruntime refuses the graph session (a node placed on the CPU) or its first run fails, the runner
+    goes on without graphs and says why in :meth:`describe` (``cuda_graph``).  One thread per runner: a
+    graph session may not run from two threads at once.
     """
 
     backend = "ort"
 
     def __init__(self, path: str | Path, spec=None, device: str = "cpu", threads: int = 0, name: str = "",
-                 shape_sessions: int | None = None, qdq_reference: bool = False):
+                 shape_sessions: int | None = None, qdq_reference: bool = False, cuda_graph: bool = False,
+                 graph_sessions: int = GRAPH_SESSIONS):
         super().__init__(name or Path(path).name, device, spec)
         self.path = Path(path)
         self.qdq_reference = qdq_reference  # see ort_session: Q/DQ as defined, not fused integer kernels
@@ -148,6 +178,11 @@ class OrtRunner(Runner):
         self._seen: "OrderedDict[tuple, None]" = OrderedDict()
         self._stream = None
         self.convolutional = False
+        self.cuda_graph = bool(cuda_graph)
+        self.graph_sessions = max(1, int(graph_sessions))
+        self._graphs: "OrderedDict[tuple, _GraphSlot]" = OrderedDict()
+        self._graph_shapes: "OrderedDict[tuple, dict]" = OrderedDict()  # input shapes -> output name -> shape
+        self._graph_off = ""  # why graphs stopped being used ("" while they are)
 
     def activate_impl(self) -> None:
         torch = require("torch")
@@ -174,11 +209,18 @@ class OrtRunner(Runner):
             self.shape_sessions = SHAPE_SESSIONS if (cuda and dynamic and self.convolutional and small) else 1
         self._sessions.clear()
         self._seen.clear()
+        self._graphs.clear()
+        self._graph_shapes.clear()
+        self._graph_off = ""
 
-    def _new_session(self):
+    def _new_session(self, cuda_graph: bool = False):
         stream = self._stream.cuda_stream if self._stream is not None else None
         return ort_session(self.path, self.device, self.threads, stream, self._facts["dynamic_spatial"],
-                           qdq_reference=self.qdq_reference and self._facts["qdq"])
+                           qdq_reference=self.qdq_reference and self._facts["qdq"], cuda_graph=cuda_graph)
+
+    @property
+    def _graphs_on(self) -> bool:
+        return self.cuda_graph and self.device.startswith("cuda") and not self._graph_off
 
     def _session_for(self, key: tuple):
         """The session for inputs of shape ``key``: a shape seen before gets a session of its own (up to
@@ -233,9 +275,81 @@ class OrtRunner(Runner):
     def _infer_cuda(self, feeds) -> dict:
         torch = require("torch")
         dev = torch.device(self.device)
+        key = tuple(tuple(int(d) for d in feeds[n].shape) for n in self.input_names)
+        if self._graphs_on:
+            slot = self._graph_for(key, dev)
+            if slot is not None:
+                outs = self._replay(slot, feeds, dev)
+                if outs is not None:
+                    return outs
+        outs = self._run_bound(feeds, dev, key)
+        if self._graphs_on:  # the output shapes a graph session for these input shapes will bind
+            self._graph_shapes[key] = {n: tuple(o.shape) for n, o in outs.items()}
+            while len(self._graph_shapes) > 16 * self.graph_sessions:
+                self._graph_shapes.popitem(last=False)
+        return outs
+
+    def _graph_for(self, key: tuple, dev) -> "_GraphSlot | None":
+        """The CUDA-graph session of input shapes ``key``: made on the shapes' second call (the first told the
+        output shapes), None before that or when onnxruntime refuses one (graphs then stay off)."""
+        torch = require("torch")
+        slot = self._graphs.get(key)
+        if slot is not None:
+            self._graphs.move_to_end(key)
+            return slot
+        out_shapes = self._graph_shapes.get(key)
+        if out_shapes is None:
+            return None
+        try:
+            sess = self._new_session(cuda_graph=True)
+        except (ModelLoadError, RuntimeUnavailableError) as exc:
+            self._graph_off = f"onnxruntime refused a CUDA-graph session: {exc}"[:300]
+            return None
+        ins = {n: torch.empty(shape, dtype=self._in_dtype[n], device=dev)
+               for n, shape in zip(self.input_names, key)}
+        outs = {n: torch.empty(out_shapes[n], dtype=self._out_dtype[n], device=dev) for n in self.output_names}
+        binding = sess.io_binding()
+        for n, t in ins.items():
+            binding.bind_input(n, "cuda", dev.index or 0, _np_dtype(t.dtype), list(t.shape), t.data_ptr())
+        for n, t in outs.items():
+            binding.bind_output(n, "cuda", dev.index or 0, _np_dtype(t.dtype), list(t.shape), t.data_ptr())
+        for t in (*ins.values(), *outs.values()):
+            t.record_stream(self._stream)  # freed (slot dropped) only after onnxruntime's last use
+        slot = self._graphs[key] = _GraphSlot(sess, binding, ins, outs)
+        while len(self._graphs) > self.graph_sessions:
+            self._graphs.popitem(last=False)
+        return slot
+
+    def _replay(self, slot: "_GraphSlot", feeds, dev) -> dict | None:
+        """Copy ``feeds`` into the slot's input buffers, run its graph, return copies of its outputs; None
+        (graphs turned off) when the first run, which captures the graph, fails."""
+        torch = require("torch")
+        caller = torch.cuda.current_stream(dev)
+        for n in self.input_names:
+            slot.inputs[n].copy_(feeds[n], non_blocking=True)  # on the caller's stream: ordered after its producers
+        stream = self._stream
+        stream.wait_stream(caller)
+        try:
+            slot.sess.run_with_iobinding(slot.binding)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            if slot.runs:
+                raise
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            self._graph_off = f"the first CUDA-graph run failed: {first}"
+            self._graphs.clear()
+            caller.wait_stream(stream)
+            return None
+        slot.runs += 1
+        caller.wait_stream(stream)
+        # copies on the caller's stream: the next replay (which waits for that stream) overwrites the buffers
+        return {n: slot.outputs[n].clone() for n in self.output_names}
+
+    def _run_bound(self, feeds, dev, key: tuple) -> dict:
+        """One run with IO binding on torch tensors (a session per recurring shape for small models)."""
+        torch = require("torch")
         caller = torch.cuda.current_stream(dev)
         inputs = {n: self._cast(n, feeds[n].to(dev, non_blocking=True)).contiguous() for n in self.input_names}
-        sess = self._session_for(tuple(tuple(t.shape) for t in inputs.values()))
+        sess = self._session_for(key)
         binding = sess.io_binding()
         for n, t in inputs.items():
             binding.bind_input(n, "cuda", dev.index or 0, _np_dtype(t.dtype), list(t.shape), t.data_ptr())
@@ -266,6 +380,8 @@ class OrtRunner(Runner):
         self.sess = None
         self._sessions.clear()
         self._seen.clear()
+        self._graphs.clear()
+        self._graph_shapes.clear()
         self._stream = None
 
     def describe(self) -> dict:
@@ -274,6 +390,13 @@ class OrtRunner(Runner):
             d["providers"] = self.sess.get_providers()
             if (self.shape_sessions or 1) > 1:
                 d["shape_sessions"] = f"{len(self._sessions)} of at most {self.shape_sessions}"
+        if self.cuda_graph:
+            if not self.device.startswith("cuda"):
+                d["cuda_graph"] = "off: CUDA only (this runner is on the CPU)"
+            elif self._graph_off:
+                d["cuda_graph"] = f"off: {self._graph_off}"
+            else:
+                d["cuda_graph"] = f"on: {len(self._graphs)} input shapes captured (at most {self.graph_sessions})"
         return d
 
 

@@ -16,6 +16,15 @@ Which nodes stay FP32, and why (each is listed in the manifest):
   4 ... at a time, until the gate passes (at most ``MAX_ROUNDS`` rounds; then the
   pass fails and the previous artifact stays).
 
+Before any of that, instance normalisations written out as reductions (``d = x - mean(x)`` times
+``1 / sqrt(mean(d * d) + eps)``, how torch exports a norm built from ``mean``/``rsqrt``: 7-8 nodes, the
+two ReduceMeans and the Sqrt on the default block list) become one ``InstanceNormalization`` node each
+(:func:`ffexport.passes.graph.fuse_instance_norms`; the same arithmetic, recorded under ``fused``).  Kept
+in FP32, such a norm then costs one Cast in and one Cast out instead of a pair around each reduction, Sqrt
+and the FP16 nodes between them; a spec that leaves InstanceNormalization off its block list runs it in FP16
+(onnxruntime's CUDA kernel keeps the statistics in FP32), with no Cast at all.  Nodes named in
+``keep_nodes`` keep their pattern unfused.
+
 Converter choice: onnxconverter-common's ``convert_float_to_float16`` (Olive and
 onnxruntime's own ``transformers.float16`` derive from it).  onnxruntime's copy was
 tried too: on this project's graphs it writes duplicate Cast node names for
@@ -138,8 +147,16 @@ def fp16(src: str | Path, dst: str | Path, judge, *, keep_io_types: bool = True,
     names = {n.name for n in model.graph.node}
     if len(names) != len(model.graph.node) or "" in names:
         model = _name_nodes(model)
+    unknown = set(keep_nodes) - {n.name for n in model.graph.node}
+    if unknown:
+        from ..errors import InputSpecError
+
+        raise InputSpecError(f"nodes to keep in FP32 not in {src.name}: {', '.join(sorted(unknown)[:5])}")
     spec_ops = tuple(block_ops if block_ops is not None else judge.spec.fp16_block_ops)
     lib_ops = tuple(sorted(set(occ.DEFAULT_OP_BLOCK_LIST) - set(spec_ops)))
+    model, fused = graph.fuse_instance_norms(model, keep=keep_nodes)
+    if fused:
+        say(f"{len(fused)} instance normalisations written as reductions fused into InstanceNormalization nodes")
     say("profiling FP32 value ranges on real inputs")
     stats = sensitivity.profile(model, judge.feeds[:PROFILE_FEEDS])
     init_dtype, init_amax = _initializer_info(model)
@@ -157,11 +174,6 @@ def fp16(src: str | Path, dst: str | Path, judge, *, keep_io_types: bool = True,
     for n in model.graph.node:
         for i in n.input:
             consumers[i].append(n)
-    unknown = set(keep_nodes) - {n.name for n in model.graph.node}
-    if unknown:
-        from ..errors import InputSpecError
-
-        raise InputSpecError(f"nodes to keep in FP32 not in {src.name}: {', '.join(sorted(unknown)[:5])}")
     for n in model.graph.node:
         if n.name in keep_nodes:
             keep(n, "requested", "listed in configs/ (fp16.keep_fp32)")
@@ -228,9 +240,27 @@ def fp16(src: str | Path, dst: str | Path, judge, *, keep_io_types: bool = True,
         "kept_fp32_counts": dict(counts),
         "kept_fp32": sorted(kept.values(), key=lambda k: (_REASON_ORDER.get(k["reason"], 9), k["node"])),
         "converter_notes": notes[:10],
+        "fused": _fused_record(fused, kept),
         "rounds": rounds,
         "parity": parity,
     }
+
+
+def _fused_record(fused: list[dict], kept: dict) -> dict:
+    """What the instance-norm fusion did, each new node with the precision it runs at (and why)."""
+    for f in fused:
+        k = kept.get(f["node"])
+        f["precision"] = "fp32" if k else "fp16"
+        f["why"] = (f"kept in FP32 ({k['reason']}: {k['detail']})" if k else
+                    "FP16 input and output, statistics in FP32: onnxruntime's CUDA kernel takes the mean and "
+                    "variance of FP16 data in float (cuDNN batch-norm statistics), the arithmetic the FP16 "
+                    "emulation that gates this artifact assumes")
+    return {"count": len(fused), "op": "InstanceNormalization",
+            "rule": "d = x - mean(x), y = d / sqrt(mean(d * d) + eps), both means over the axes after the "
+                    "channel axis, written out as ReduceMean, Sub, Mul (or Pow), ReduceMean, Add, Sqrt and Div "
+                    "(or Reciprocal, Mul) nodes, rewritten into one InstanceNormalization (scale 1, bias 0, "
+                    "epsilon eps); the node counts, kept_fp32 and the parity rounds are those of the fused graph",
+            "nodes": fused}
 
 
 _REASON_ORDER = {"overflow": 0, "parity": 1, "converter": 2, "requested": 3, "block list": 4, "not float math": 5}
