@@ -14,6 +14,7 @@ import re
 import shutil
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -186,8 +187,11 @@ def folder_lock(folder: str | os.PathLike, waiting=None, on_acquire=None) -> Ite
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                if waiting and not told:
-                    waiting(f"waiting for {folder}: another ffexport process is writing there")
+                if not told:  # said once, as a warning line (seen in logs too) and to the caller's progress
+                    msg = f"waiting for {folder}: another ffexport process is writing there"
+                    warnings.warn(msg, stacklevel=2)
+                    if waiting:
+                        waiting(msg)
                     told = True
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX)

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
+from helpers.cli import one_line
 from ffexport.cli.main import main
 
 ENCODER, GENERATOR = ("encoder", "iresnet18"), ("generator", "inswapper-128-small")  # the emap (inswapper) layout
@@ -286,12 +287,7 @@ def test_tensorrt_backend_serves_the_engine_with_its_profile(onet_out, tmp_path)
 
 def _one_line(res: subprocess.CompletedProcess, *needles: str) -> str:
     assert res.returncode == 1, res
-    assert res.stdout == "", res.stdout[:2000]
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1, res.stderr[:2000]
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
+    return one_line(res, *needles)
 
 
 def test_a_missing_artifact_is_one_line_naming_file_and_command_and_writes_nothing(tmp_path):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
+from helpers.cli import one_line
 
 
 def _ffexport(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -24,14 +25,7 @@ def _tree(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
-def _one_line(res: subprocess.CompletedProcess, *needles: str) -> str:
-    assert res.returncode not in (0, None), res
-    assert res.stdout == "", res.stdout[:2000]
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1, res.stderr[:2000]
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
+_one_line = one_line
 
 
 @pytest.fixture

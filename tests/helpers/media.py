@@ -12,6 +12,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 
 def astronaut() -> np.ndarray:
@@ -63,7 +64,7 @@ def make_video(path: str | Path, frames: int = 24, size: tuple[int, int] = (240,
                audio: bool = True, codec: str = "libx264", audio_codec: str = "aac",
                source: np.ndarray | None = None) -> Path:
     """Write a pan-and-zoom video over ``source`` (default: the astronaut) with a 440 Hz tone."""
-    import av
+    av = pytest.importorskip("av", reason="PyAV (ffexport[video]) is not installed on this host")
 
     path = Path(path)
     img = astronaut() if source is None else source
@@ -106,7 +107,7 @@ def make_video(path: str | Path, frames: int = 24, size: tuple[int, int] = (240,
 
 def read_video(path: str | Path) -> tuple[list[np.ndarray], dict]:
     """All frames (RGB uint8) and the stream facts the tests compare."""
-    import av
+    av = pytest.importorskip("av", reason="PyAV (ffexport[video]) is not installed on this host")
 
     with av.open(str(path)) as c:
         v = c.streams.video[0]

@@ -13,6 +13,7 @@ import torch
 from ffexport.errors import InputSpecError, MediaError, ModelLoadError
 
 from helpers.media import astronaut, make_video, no_face_image, read_video
+from helpers.pipeline import fail_on_call
 
 WATCHDOG_S = 120.0  # a run that hangs fails the test instead of the suite
 
@@ -120,17 +121,7 @@ def test_the_ring_bounds_the_batches_between_the_source_and_the_compute_function
 
 def test_a_stage_failure_is_raised_as_it_was_and_every_thread_ends(pipe, clip, monkeypatch, tmp_path):
     path, frames = clip
-    blender = pipe.stages["blender"]
-    real = blender.run
-    calls = {"n": 0}
-
-    def flaky(feeds):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise ModelLoadError("blender: execution failed: boom")
-        return real(feeds)
-
-    monkeypatch.setattr(blender, "run", flaky)
+    calls = fail_on_call(monkeypatch, pipe.stages["blender"], 2, "blender: execution failed: boom")
     batches = [frames[i:i + 2] for i in range(0, 6, 2)]
     with pytest.raises(ModelLoadError) as serial:
         _serial(pipe, batches)

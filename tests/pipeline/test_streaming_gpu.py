@@ -13,6 +13,7 @@ import torch
 from ffexport.errors import ModelLoadError
 
 from helpers.media import _view, astronaut, no_face_image
+from helpers.pipeline import fail_on_call
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -64,17 +65,7 @@ def test_streaming_on_the_gpu_gives_the_serial_frames(pipe, frames):
 
 
 def test_a_failure_on_the_gpu_is_raised_and_the_executor_runs_again(pipe, frames, monkeypatch):
-    gen = pipe.stages["generator"]
-    real = gen.run
-    calls = {"n": 0}
-
-    def flaky(feeds):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise ModelLoadError("generator: execution failed: boom")
-        return real(feeds)
-
-    monkeypatch.setattr(gen, "run", flaky)
+    fail_on_call(monkeypatch, pipe.stages["generator"], 3, "generator: execution failed: boom")
     batches = [frames[i:i + 4] for i in range(0, 16, 4)]
     box: dict = {}
     t = threading.Thread(target=lambda: box.update(out=_run(pipe, batches)), daemon=True)

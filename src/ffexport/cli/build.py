@@ -154,6 +154,8 @@ def _summary(outcomes, check: bool) -> None:
         t.add_row(o.step.label, o.state, o.why + (f" ({o.error})" if o.why and o.error else "") or (o.error or ""))
     console.print(t)
     first = bad[0]
+    if len(outcomes) == 1 and not check:  # a single step: its own error line
+        raise FFExportError(first.error or "failed")
     more = f" (+{len(bad) - 1} more, see the table above)" if len(bad) > 1 else ""
     if check:
         raise FFExportError(f"{len(bad)} of {len(outcomes)} steps are not up to date; {first.step.label}: "

@@ -41,6 +41,9 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
+from .queues import END as _END
+from .queues import Failure as _Failure
+from .queues import put as _put
 
 # frames (B x H x W x 3 uint8, on the device) -> (the frames that changed, T x H x W x 3 uint8 on the device, or None;
 # their indices in the batch, ascending)
@@ -51,29 +54,6 @@ SLOTS = 3  # host slots of the ring: one in the compute function, one uploaded a
 DEPTH = 2  # downloads in flight before the caller's thread waits for the oldest
 POLL_S = 0.1  # how often blocked threads look at the stop event
 JOIN_S = 10.0  # how long a run waits for its upload thread to end after a failure
-
-
-class _End:
-    pass
-
-
-_END = _End()
-
-
-class _Failure:
-    def __init__(self, exc: BaseException):
-        self.exc = exc
-
-
-def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
-    """Put ``item`` unless ``stop`` is set; False when stopped."""
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=POLL_S)
-            return True
-        except queue.Full:
-            continue
-    return False
 
 
 def as_arrays(batch) -> list[np.ndarray]:

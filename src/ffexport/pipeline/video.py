@@ -31,6 +31,9 @@ import numpy as np
 from .._lazy import require
 from ..errors import MediaError
 from ..fsutil import atomic_path
+from .queues import END as _END
+from .queues import Failure as _Failure
+from .queues import put as _put
 
 # container suffix -> (FFmpeg muxer, video encoders in order of preference)
 CONTAINERS = {
@@ -57,18 +60,6 @@ class VideoInfo:
     codec: str
     audio_codec: str | None
     duration_s: float | None
-
-
-class _End:
-    pass
-
-
-_END = _End()
-
-
-class _Failure:
-    def __init__(self, exc: BaseException):
-        self.exc = exc
 
 
 def _first_line(exc: BaseException) -> str:
@@ -132,16 +123,6 @@ def first_frames(path: str | Path, n: int) -> list[np.ndarray]:
 
 
 # --- threads ----------------------------------------------------------------------------------
-
-def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
-    """Put ``item`` unless ``stop`` is set; False when stopped."""
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
 
 
 class _Reader(threading.Thread):
