@@ -108,9 +108,9 @@ def run_build(module: str | None, precisions: str, calib: Path | None, out: Path
         t0 = time.perf_counter()
         outcomes = build(specs, wanted, options, check=check, jobs=jobs, on_step=on_step, progress=status)
         bar.update(task, description=f"{'checked' if check else 'built'} in {time.perf_counter() - t0:.1f} s")
-    if not engines and not check:
+    if not engines and trt is None and not check:  # (--no-trt asked for none: nothing to say)
         err_console.print("[yellow]note:[/] no TensorRT builder installed: engines skipped "
-                          "(pip install 'ffexport[trt]' for TensorRT for RTX)")
+                          "(pip install 'ffexport\\[trt]' for TensorRT for RTX)")
     for name, exc in unresolved:
         outcomes.append(Outcome(Step(_Unresolved(name), "-"), "failed", error=str(exc)))
     return outcomes
