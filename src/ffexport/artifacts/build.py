@@ -378,20 +378,28 @@ def build(specs: Sequence, precisions: Sequence[str], options: BuildOptions, *, 
             index.save({artifact_dir(out, s.spec) for s in steps}, fps.stat_cache)
         return outcomes
 
+    folders = {artifact_dir(out, s.spec) for s in steps}
+
+    def finished(o: Outcome) -> None:  # recorded at once: an interrupted build keeps what it finished
+        index.record(o.step, fps.of(o.step, enc), artifact_dir(out, o.step.spec), flavor, o.error,
+                     fps.parts[o.step.id])
+        index.save(folders, fps.stat_cache)
+        say(o)
+
     if jobs > 1:
-        done = _build_parallel(todo, options, flavor, jobs, say)
+        done = _build_parallel(todo, options, flavor, jobs, finished)
     else:
         done = []
         failed_chains: dict[str, str] = {}
         for step, fp, why in todo:
             o = _run_step(step, options, flavor, failed_chains, progress)
             done.append(o)
-            say(o)
-    for o in done:
-        folder = artifact_dir(out, o.step.spec)
-        index.record(o.step, fps.of(o.step, enc), folder, flavor, o.error, fps.parts[o.step.id])
+            finished(o)
+    for o in done:  # again at the end: a later step may have remade a file an earlier one recorded
+        index.record(o.step, fps.of(o.step, enc), artifact_dir(out, o.step.spec), flavor, o.error,
+                     fps.parts[o.step.id])
     outcomes += done
-    index.save({artifact_dir(out, s.spec) for s in steps}, fps.stat_cache)
+    index.save(folders, fps.stat_cache)
     order = {s.id: i for i, s in enumerate(steps)}
     return sorted(outcomes, key=lambda o: order[o.step.id])
 
