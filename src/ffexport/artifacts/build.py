@@ -103,6 +103,7 @@ class Fingerprints:
         self.o = options
         self.stat_cache: dict = dict(stat_cache or {})
         self._memo: dict[str, str] = {}
+        self._weights: dict[str, dict] = {}
         self.parts: dict[str, dict[str, str]] = {}  # step id -> what went into its fingerprint, each hashed
         self._code: str | None = None
         self._tools: dict | None = None
@@ -168,7 +169,13 @@ class Fingerprints:
         return self._flavor
 
     def weights(self, spec) -> dict:
-        """What the export's weights come from: the checkpoint its record names (hashed), or its seed."""
+        """What the export's weights come from: the checkpoint its record names (hashed), or its seed (read once
+        per module: every step of a module asks)."""
+        if spec.key not in self._weights:
+            self._weights[spec.key] = self._read_weights(spec)
+        return self._weights[spec.key]
+
+    def _read_weights(self, spec) -> dict:
         rec = Manifest.load(artifact_dir(self.o.out, spec)).get("fp32.onnx") or {}
         ckpt = (rec.get("inputs") or {}).get("checkpoint")
         key = rec.get("key") or {}
