@@ -16,37 +16,11 @@ LOG="$OUT/swap_gpu.log"; : > "$LOG"
 # benchmark's frame maker), H.264 with a 440 Hz AAC tone, so that the swap's audio copy is exercised
 python3 - "$W/clip.mp4" <<'PY' || { echo "cannot make the test video" | tee -a "$LOG"; exit 1; }
 import sys
-from fractions import Fraction
 
-import av
-import numpy as np
+from ffexport.bench.e2e import cast, make_frames, write_video
 
-from ffexport.bench.e2e import cast, make_frames
-
-FRAMES, HW, FPS, RATE = 48, (480, 640), 24, 44100
 targets, _ = cast(None, 1)  # the built-in face photograph
-with av.open(sys.argv[1], "w") as out:
-    vs = out.add_stream("libx264", rate=FPS)
-    vs.height, vs.width = HW
-    vs.pix_fmt, vs.options = "yuv420p", {"crf": "12", "preset": "veryfast"}
-    a_s = out.add_stream("aac", rate=RATE)
-    a_s.layout = "mono"
-    for i, arr in enumerate(make_frames(targets, FRAMES, HW)):
-        f = av.VideoFrame.from_ndarray(arr, format="rgb24")
-        f.pts, f.time_base = i, Fraction(1, FPS)
-        out.mux(vs.encode(f))
-    out.mux(vs.encode())
-    n = RATE * FRAMES // FPS
-    tone = (0.3 * np.sin(2 * np.pi * 440.0 * np.arange(n) / RATE)).astype(np.float32)
-    fmt, chunk = a_s.codec_context.format.name, a_s.codec_context.frame_size or 1024
-    for start in range(0, n, chunk):
-        block = tone[None, start:start + chunk]  # mono: one plane, planar or packed alike
-        if fmt.startswith("s16"):
-            block = (block * 32767).astype(np.int16)
-        af = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format=fmt, layout="mono")
-        af.sample_rate, af.pts, af.time_base = RATE, start, Fraction(1, RATE)
-        out.mux(a_s.encode(af))
-    out.mux(a_s.encode())
+write_video(make_frames(targets, 48, (480, 640)), sys.argv[1], fps=24, audio=True, crf=12)
 PY
 SRC=calibration/grace_hopper.jpg; TGT=calibration/astronaut.jpg
 for run in ${RUNS:-torch:fp32 torch:fp16 ort:fp32 ort:fp16 ort:int8}; do

@@ -188,7 +188,14 @@ def test_pipeline_bench_beside_the_naive_baseline(bench_dir, host):
     from ffexport._lazy import available
 
     if available("av"):  # decode+encode needs PyAV (ffexport[video]); without it the row has no video part
-        assert ref["video"]["status"] == "ok" and ref["video"]["frames"] == 2 and ref["video"]["fps"] > 0
+        v = ref["video"]
+        assert v["status"] == "ok" and v["frames"] == 2 and v["fps"] > 0
+        # audio in, audio copied out; the codecs alone measured in the same run, the row compared with them
+        assert v["audio_codec"] == "aac" and v["audio_packets"] > 0
+        assert v["encode_only_fps"] > 0 and v["decode_only_fps"] > 0 and v["passthrough_fps"] > 0
+        assert v["of_encode_only"] == pytest.approx(v["fps"] / v["encode_only_fps"], abs=1e-3)
+        shown = f"{v['encode_only_fps']:.1f}" if v["encode_only_fps"] < 100 else f"{v['encode_only_fps']:.0f}"
+        assert f"{v['of_encode_only']:.2f}x encode-only {shown}" in (out / "results.md").read_text()
     else:
         assert not ref.get("video") or ref["video"].get("status") != "ok"
     assert ref["pid"] != naive["pid"]

@@ -41,7 +41,7 @@ def test_the_repository_file_is_the_built_in_default():
     assert s.source == str(REPO / "configs" / "pipeline.yaml") and s.config_dir == REPO / "configs"
     default = PipelineSettings()
     for name in ("backend", "precision", "stage_backends", "stage_precisions", "detector", "detect_max_side",
-                 "blend", "enhance", "landmarks68", "device"):
+                 "blend", "enhance", "enhance_faces_per_call", "landmarks68", "device"):
         assert getattr(s, name) == getattr(default, name), name
     assert s.modules == {m: specs.default_variant(m) for m in s.modules}
 
@@ -74,6 +74,36 @@ def test_the_file_drives_the_pipeline_swap_builds(tmp_path):
                    "mtcnn_onet/facenet-pytorch": ("torch", "fp16"), "encoder/iresnet18": ("torch", "fp16"),
                    "generator/inswapper-128": ("torch", "fp32"),  # the identity stage (the default spec's IO)
                    "blender/box-feather": ("torch", "fp16")}
+
+
+def test_the_enhancer_runs_at_most_enhance_faces_per_call_faces_a_call_with_the_same_result(tmp_path):
+    """The enhancer's activations are most of the pipeline's device memory: the file caps its call, and a capped
+    stage gives what one call of every face gives."""
+    import torch
+
+    from ffexport.pipeline.pipeline import Pipeline
+
+    cfg = _config(tmp_path, """\
+        modules: {encoder: iresnet18, generator: identity, enhancer: gfpgan-lite}
+        enhance: true
+        enhance_faces_per_call: 2
+        """)
+    s = load_pipeline_settings(cfg)
+    assert s.enhance_faces_per_call == 2 and s.pipeline_kwargs()["enhance_faces_per_call"] == 2
+    with Pipeline.from_settings(s, out=tmp_path / "artifacts") as pipe:
+        stage = pipe.stages["enhancer"]
+        assert stage.max_batch == 2
+        calls = []
+        infer = stage.runner.infer
+        stage.runner.infer = lambda feeds: calls.append(len(next(iter(feeds.values())))) or infer(feeds)
+        name = stage.spec.input_names[0]
+        x = torch.rand(3, 3, *stage.spec.input_size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+        capped = stage.run({name: x})
+        stage.max_batch = None
+        whole = stage.run({name: x})
+    assert calls == [2, 1, 3]
+    out = stage.spec.output_names[0]
+    torch.testing.assert_close(capped[out], whole[out], rtol=1e-4, atol=1e-4)
 
 
 def test_flags_override_the_file(tmp_path):
@@ -113,6 +143,8 @@ def test_flags_override_the_file(tmp_path):
     ("detector: yolo\n", "detector: unknown detector 'yolo'; valid: auto, mtcnn, retinaface"),
     ("enhance: maybe\n", "enhance: enhance must be true or false, got 'maybe'"),
     ("detect_max_side: -5\n", "detect_max_side: detect_max_side must be a whole number of pixels >= 0"),
+    ("enhance_faces_per_call: 0\n", "enhance_faces_per_call: enhance_faces_per_call must be a whole number >= 1, got 0"),
+    ("enhance_faces_per_call: two\n", "enhance_faces_per_call: enhance_faces_per_call must be a whole number >= 1"),
     ("device: tpu\n", "device: unsupported device 'tpu'; use cpu, cuda or cuda:N"),
     ("- a list\n", "expected a mapping of settings at the top level, got list"),
     ("blend: [box\n", "not valid YAML"),

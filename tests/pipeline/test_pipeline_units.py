@@ -320,20 +320,37 @@ def test_encoder_failure_is_one_line_and_leaves_no_output(tmp_path):
     assert list((tmp_path / "out").iterdir()) == []
 
 
-def test_ort_cuda_stage_feeds_large_convolutional_models_one_item_at_a_time():
-    """A model in one onnxruntime CUDA session re-plans on every new batch: the stage splits instead."""
+def test_call_sizes_are_powers_of_two_padded_or_split():
+    from ffexport.pipeline.stages import call_sizes
+
+    assert [call_sizes(n, 32) for n in (1, 2, 3, 5, 6, 7, 9, 12, 31, 33)] == [
+        [1], [2], [4], [4, 1], [8], [8], [8, 1], [16], [32], [32, 1]]
+    assert call_sizes(69, 8) == [8] * 8 + [4, 1] and call_sizes(70, 8) == [8] * 9
+    for n in range(1, 200):  # every item gets a place, at most a quarter of a call is padding
+        sizes = call_sizes(n, 32)
+        assert sum(sizes) >= n and sum(sizes[:-1]) < n and all(s & (s - 1) == 0 and s <= 32 for s in sizes)
+        assert sum(sizes) - n <= sizes[-1] // 4
+
+
+def test_ort_cuda_stage_runs_large_convolutional_models_in_a_few_call_sizes():
+    """A model in one onnxruntime CUDA session re-plans on every new batch: the stage calls it with a few
+    batch sizes only (padded), each with a CUDA-graph session; one of variable item shape gets one item a call."""
     from types import SimpleNamespace
 
     from ffexport import specs
-    from ffexport.pipeline.stages import Stage
+    from ffexport.pipeline.stages import ORT_CALL_CAP, Stage
 
     spec = specs.get("generator")
+    fixed = {"target": [None, 3, 128, 128], "source": [None, 512]}
 
     def stage(backend, **kw):
-        runner = SimpleNamespace(**{"device": "cuda", "convolutional": True, "shape_sessions": 1, **kw})
+        runner = SimpleNamespace(**{"device": "cuda", "convolutional": True, "shape_sessions": 1,
+                                    "input_shapes": fixed, "cuda_graph": False, **kw})
         return Stage(spec, runner, backend, "fp32")
 
-    assert stage("ort").max_batch == 1
+    s = stage("ort")
+    assert (s.max_batch, s.call_sizes, s.runner.cuda_graph) == (ORT_CALL_CAP, True, True)
+    assert stage("ort", input_shapes={"target": [None, 3, None, None]}).max_batch == 1  # a region per face
     assert stage("ort", shape_sessions=16).max_batch is None   # small models: a session per batch size
     assert stage("ort", convolutional=False).max_batch is None  # no cuDNN plans to redo
     assert stage("ort", device="cpu").max_batch is None
@@ -342,13 +359,15 @@ def test_ort_cuda_stage_feeds_large_convolutional_models_one_item_at_a_time():
     calls = []
 
     class Runner:
-        device, convolutional, shape_sessions = "cuda", True, 1
+        device, convolutional, shape_sessions, input_shapes, cuda_graph = "cuda", True, 1, fixed, False
 
         def infer(self, feeds):
             calls.append(feeds["target"].shape[0])
             return {"output": feeds["target"] * 2}
 
     s = Stage(spec, Runner(), "ort", "fp32")
-    x = torch.arange(3 * 2, dtype=torch.float32).reshape(3, 2)
-    out = s.run({"target": x, "source": torch.zeros(3, 4)})
-    assert calls == [1, 1, 1] and torch.equal(out["output"], x * 2)
+    for n, want in ((1, [1]), (3, [4]), (9, [8, 1]), (0, [])):
+        calls.clear()
+        x = torch.arange(n * 2, dtype=torch.float32).reshape(n, 2)
+        out = s.run({"target": x, "source": torch.zeros(n, 4)})
+        assert calls == (want or [0]) and torch.equal(out["output"], x * 2)

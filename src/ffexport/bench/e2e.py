@@ -109,8 +109,9 @@ def make_frames(targets, n: int, hw: tuple[int, int]) -> list[np.ndarray]:
     return frames
 
 
-def write_video(frames: list[np.ndarray], path: str | Path, fps: int = 30) -> Path:
-    """An H.264 mp4 of ``frames`` (PyAV), written atomically."""
+def write_video(frames: list[np.ndarray], path: str | Path, fps: int = 30, audio: bool = True, crf: int = 18) -> Path:
+    """An H.264 mp4 of ``frames`` (PyAV, libx264 ``veryfast`` at ``crf``) with an AAC track (a 440 Hz tone)
+    unless ``audio`` is false, written atomically."""
     from fractions import Fraction
 
     from .._lazy import require
@@ -123,13 +124,40 @@ def write_video(frames: list[np.ndarray], path: str | Path, fps: int = 30) -> Pa
         with av.open(str(tmp), "w", format="mp4") as out:
             vs = out.add_stream("libx264", rate=fps)
             vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-            vs.options = {"crf": "18", "preset": "veryfast"}
+            vs.options = {"crf": str(crf), "preset": "veryfast"}
+            tone = _tone_stream(out) if audio else None  # every stream is added before the first packet
             for i, arr in enumerate(frames):
                 f = av.VideoFrame.from_ndarray(arr, format="rgb24")
                 f.pts, f.time_base = i, Fraction(1, fps)
                 out.mux(vs.encode(f))
             out.mux(vs.encode())
+            if tone is not None:
+                _write_tone(av, out, tone, len(frames) / fps)
     return path
+
+
+def _tone_stream(out, rate: int = 44100):
+    a = out.add_stream("aac", rate=rate)
+    a.layout = "mono"
+    return a
+
+
+def _write_tone(av, out, a, seconds: float) -> None:
+    from fractions import Fraction
+
+    rate = a.codec_context.sample_rate
+    fmt = a.codec_context.format.name
+    chunk = a.codec_context.frame_size or 1024
+    n = int(rate * seconds)
+    tone = (0.3 * np.sin(2 * np.pi * 440.0 * np.arange(n) / rate)).astype(np.float32)
+    for start in range(0, n, chunk):
+        block = tone[None, start:start + chunk]
+        if fmt.startswith("s16"):
+            block = (block * 32767).astype(np.int16)
+        f = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format=fmt, layout="mono")
+        f.sample_rate, f.pts, f.time_base = rate, start, Fraction(1, rate)
+        out.mux(a.encode(f))
+    out.mux(a.encode())
 
 
 def frame_set(cfg: dict):
@@ -324,15 +352,27 @@ def _stage_breakdown(pipe, calls, naive: bool) -> dict:
 
 
 def _video_run(pipe, cfg: dict) -> dict:
-    """The same frames from an H.264 file, through decode -> pipeline -> encode."""
+    """The same frames from an H.264 file with audio, through decode -> pipeline -> encode (audio copied), and
+    in the same process just before it the host's codecs alone on that file (decode-only, encode-only: the
+    ceiling a file-to-file run is compared with) and a file-to-file run that does nothing to the frames (the
+    video path's own floor)."""
     import tempfile
+
+    from ..pipeline.video import codec_ceiling, transcode
 
     src = cfg["video"]
     if not src or not Path(src).is_file():
         return {"status": "not_runnable", "reason": cfg.get("video_reason") or "no input video was made"}
+    ceiling = codec_ceiling(src)
     with tempfile.TemporaryDirectory(prefix="ffexport-bench-") as tmp:
+        # the same decode and encode threads and queues with no pipeline work: the floor of the video path itself
+        passthrough = transcode(src, Path(tmp) / "passthrough.mp4", list, batch=pipe.batch, progress=False)
         stats = pipe.process_video(src, Path(tmp) / "out.mp4", progress=False)
+    fps, top = stats.get("throughput_fps"), ceiling.get("encode_only_fps")
     return {"status": "ok", "frames": stats["frames"], "seconds": stats["seconds"],
-            "fps": stats.get("throughput_fps"), "codec": stats.get("video_codec"),
+            "fps": fps, "codec": stats.get("video_codec"), "audio_codec": stats.get("audio_codec"),
+            "audio_packets": stats.get("audio_packets"),
             "faces_swapped": stats.get("faces_swapped"), "executor": stats.get("executor"),
-            "batch": stats.get("batch")}
+            "batch": stats.get("batch"), "encode_only_fps": top, "decode_only_fps": ceiling.get("decode_only_fps"),
+            "preset": ceiling.get("preset"), "passthrough_fps": passthrough.get("throughput_fps"),
+            "of_encode_only": round(fps / top, 3) if fps and top else None}

@@ -211,6 +211,8 @@ def pipeline_rows(res: dict) -> list[list[str]]:
             continue
         lat, mem, video = r["frame_latency_ms"], r.get("memory") or {}, r.get("video") or {}
         vfps = _fps(video.get("fps")) if video.get("status") == "ok" else NA
+        if video.get("status") == "ok" and video.get("of_encode_only"):
+            vfps += f" ({video['of_encode_only']:.2f}x encode-only {_fps(video.get('encode_only_fps'))})"
         up = ups.get((r["backend"], r["device"], r["precision"])) if r.get("batch", 1) == 1 else None
         up_s = f"{up:.2f}x" if (up is not None and r["pipeline"] == "reference") else ("1.00x (baseline)" if
                                                                                        r["pipeline"] == "naive" else NA)

@@ -38,7 +38,7 @@ from .autobatch import AUTO, parse_batch
 from .detectors import MTCNN_MAX_SIDE, detector_modules, largest, make_detector, resolve_kind
 from .device import check_device
 from .paste import paste
-from .settings import BLEND_MODES, DETECTORS, IDENTITY
+from .settings import BLEND_MODES, DETECTORS, ENHANCE_FACES_PER_CALL, IDENTITY
 from .stages import Stage, make_stage
 from .timers import NO_TIMER, Timer
 
@@ -68,7 +68,7 @@ class Pipeline:
     frames larger than ``detect_max_side`` on a scaled copy.
     ``generator="identity"`` returns the target crop unchanged (tests).
     ``timing=True`` accumulates seconds per stage in ``timings`` (GPU synchronised).
-    ``batch``: frames per call of a video, or ``"auto"`` (:mod:`.autobatch`: a memory budget on a GPU, 4 frames on
+    ``enhance_faces_per_call``: the enhancer's largest call (memory).  ``batch``: frames per call of a video, or ``"auto"`` (:mod:`.autobatch`: a memory budget on a GPU, 4 frames on
     a CPU, chosen per video).  ``streaming``: videos and :meth:`process_batches` through the streaming executor.
     :meth:`from_settings` takes the defaults from ``configs/pipeline.yaml``
     (:class:`~ffexport.pipeline.settings.PipelineSettings`) instead of these.
@@ -83,7 +83,7 @@ class Pipeline:
                  variants: Mapping[str, str] | None = None, build_missing: bool = True, timing: bool = False,
                  score_threshold: float | None = None, min_face: float = 20.0, reference_threshold: float = 0.4,
                  detect_max_side: int | None = MTCNN_MAX_SIDE, config_dir: str | Path | None = None,
-                 streaming: bool = True, say=None):
+                 streaming: bool = True, enhance_faces_per_call: int = ENHANCE_FACES_PER_CALL, say=None):
         self.device = check_device(device)
         batch = parse_batch(batch)
         self.auto_batch = batch == AUTO
@@ -140,7 +140,9 @@ class Pipeline:
                 self._add_stage("generator", generator)
             self._emap = source_transform(self.stages["generator"].spec)  # the inswapper latent's matrix
             if self.enhance:
-                self._add_stage("enhancer")
+                enhancer = self._add_stage("enhancer")
+                # its activations are most of the device memory: at most this many faces a call
+                enhancer.max_batch = min(enhancer.max_batch or enhance_faces_per_call, enhance_faces_per_call)
             # the blender runs on each face's region of the frame, a new shape for nearly every face: compiled per
             # shape it would compile all the time, so it runs eager (see benchmarks/NOTES.md)
             self._add_stage("blender").run_eager()

@@ -20,6 +20,7 @@ The file (every key optional; the defaults shown)::
     detect_max_side: 1280 # MTCNN detects frames with a longer side on a copy scaled to it; 0 or null: never
     blend: box            # box (feathered box mask) | poisson (gradient-domain)
     enhance: false        # restore the swapped faces with the enhancer
+    enhance_faces_per_call: 4  # the enhancer's largest call (its activations are most of the device memory)
     landmarks68: false    # refine the detector's 5 points with the 68-point landmarker
     device: cpu           # cpu | cuda | cuda:N
     streaming: true       # videos through the streaming executor (copies and transfers overlap the GPU work);
@@ -41,6 +42,10 @@ from ..errors import ConfigError, InputSpecError, UnknownNameError
 from ..vocab import BACKENDS, PRECISIONS
 from .detectors import CHOICES as DETECTORS
 from .detectors import MTCNN_MAX_SIDE
+
+# the enhancer's largest call: its activations at 512 x 512 are most of the pipeline's device memory (GFPGAN-1.4
+# FP16: ~380 MB a face; 4 a call cost 1 % of the batch-8 throughput against 8, see benchmarks/NOTES.md)
+ENHANCE_FACES_PER_CALL = 4
 
 PIPELINE_YAML = "pipeline.yaml"
 BLEND_MODES: tuple[str, ...] = ("box", "poisson")
@@ -87,6 +92,7 @@ class PipelineSettings:
     detect_max_side: int | None = MTCNN_MAX_SIDE
     blend: str = "box"
     enhance: bool = False
+    enhance_faces_per_call: int = ENHANCE_FACES_PER_CALL
     landmarks68: bool = False
     device: str = "cpu"
     streaming: bool = True
@@ -148,6 +154,7 @@ class PipelineSettings:
             "precision": ({"default": self.precision, **self.stage_precisions} if self.stage_precisions
                           else self.precision),
             "device": self.device, "enhance": self.enhance, "landmarks68": self.landmarks68,
+            "enhance_faces_per_call": self.enhance_faces_per_call,
             "detector": self.detector, "blend": self.blend, "detect_max_side": self.detect_max_side or None,
             "variants": {m: v for m, v in self.modules.items() if m != "generator"},
             "config_dir": self.config_dir, "streaming": self.streaming,
@@ -200,6 +207,9 @@ def _check(s: PipelineSettings) -> None:
         raise _Invalid("detect_max_side", f"detect_max_side must be a whole number of pixels >= 0 "
                                           f"(0 or null: never scale), got {side!r}")
     _name("blend", "blend mode", s.blend, BLEND_MODES)
+    n = s.enhance_faces_per_call
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise _Invalid("enhance_faces_per_call", f"enhance_faces_per_call must be a whole number >= 1, got {n!r}")
     for key in ("enhance", "landmarks68", "streaming"):
         if not isinstance(getattr(s, key), bool):
             raise _Invalid(key, f"{key} must be true or false, got {getattr(s, key)!r}")
@@ -211,7 +221,7 @@ def _check(s: PipelineSettings) -> None:
 
 # file key -> what it holds (the error message's "valid" list is these keys)
 _FILE_KEYS = ("modules", "backend", "precision", "stages", "detector", "detect_max_side", "blend", "enhance",
-              "landmarks68", "device", "streaming")
+              "enhance_faces_per_call", "landmarks68", "device", "streaming")
 
 
 def load_pipeline_settings(config_dir: str | os.PathLike | None = None) -> PipelineSettings:

@@ -33,14 +33,23 @@ class Stage:
         self.backend, self.precision, self.source = backend, precision, source
         # largest batch one call may take (TensorRT engines are built for a batch profile)
         self.max_batch: int | None = int(spec.batch_profile[2]) if backend == "trt" else None
-        # onnxruntime CUDA re-plans a convolutional model whenever its input shape changes; a model kept
-        # in one session (too large for a session per shape) is fed one item at a time instead, so the
-        # number of faces in a frame never changes its shape
         # a compiled module records a CUDA graph per input shape: batches are padded to a few sizes (powers of two)
         self.pad_batches = backend == "compile"
+        # onnxruntime CUDA re-plans a convolutional model kept in one session (too large for a session per shape)
+        # whenever its input shape changes: such a stage of fixed item shape runs its items in calls of a few
+        # sizes (powers of two up to ORT_CALL_CAP, see call_sizes), each size replayed from a CUDA-graph session
+        # of its own (OrtRunner's cuda_graph), so the number of faces in a frame never re-plans the model; one of
+        # variable item shape (the blender, on each face's region) gets one item per call
+        self.call_sizes = False
         if (backend == "ort" and str(getattr(runner, "device", "")).startswith("cuda")
                 and getattr(runner, "convolutional", False) and (getattr(runner, "shape_sessions", 1) or 1) <= 1):
-            self.max_batch = 1
+            if _fixed_item_shape(runner):
+                self.call_sizes = True
+                self.max_batch = ORT_CALL_CAP
+                if hasattr(runner, "cuda_graph"):
+                    runner.cuda_graph = True
+            else:
+                self.max_batch = 1
 
     @property
     def module(self) -> str:
@@ -48,6 +57,8 @@ class Stage:
 
     def run(self, feeds: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         n = next(iter(feeds.values())).shape[0]
+        if self.call_sizes and n:
+            return self._run_sizes(feeds, n)
         if self.max_batch is None or n <= self.max_batch:
             return self._run(feeds)
         parts = [self._run({k: v[i:i + self.max_batch] for k, v in feeds.items()})
@@ -67,6 +78,19 @@ class Stage:
             self.runner.eager = True
             self.pad_batches = False
 
+    def _run_sizes(self, feeds, n: int):
+        """``n`` items in calls of :func:`call_sizes`' sizes, the last call's missing items copies of its last."""
+        parts, start = [], 0
+        for size in call_sizes(n, self.max_batch or ORT_CALL_CAP):
+            m = min(size, n - start)
+            chunk = {k: v[start:start + m] for k, v in feeds.items()}
+            if size > m:
+                chunk = {k: torch.cat([v, v[-1:].expand(size - m, *v.shape[1:])]) for k, v in chunk.items()}
+            out = self._run(chunk)
+            parts.append({k: v[:m] for k, v in out.items()})
+            start += m
+        return parts[0] if len(parts) == 1 else {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
     def _run_padded(self, feeds):
         n = next(iter(feeds.values())).shape[0]
         size = bucket(n, smallest=2)  # torch.compile specialises a batch of 1: 2 keeps the batch axis dynamic
@@ -81,7 +105,43 @@ class Stage:
         self.runner.deactivate()
 
     def describe(self) -> dict:
-        return {"module": self.spec.key, "backend": self.backend, "precision": self.precision, "source": self.source}
+        d = {"module": self.spec.key, "backend": self.backend, "precision": self.precision, "source": self.source}
+        if self.max_batch is not None:  # the largest call (an engine's profile, a memory cap, onnxruntime's sizes)
+            d["max_items_per_call"] = self.max_batch
+        if self.call_sizes:
+            d["call_sizes"] = f"powers of two up to {self.max_batch}, padded"
+        cuda_graph = getattr(self.runner, "describe", lambda: {})().get("cuda_graph") if self.backend == "ort" else None
+        if cuda_graph:
+            d["cuda_graph"] = cuda_graph
+        return d
+
+
+ORT_CALL_CAP = 32  # the largest call of an onnxruntime-CUDA stage that runs in call sizes (Stage.call_sizes)
+
+
+def call_sizes(n: int, cap: int = ORT_CALL_CAP) -> list[int]:
+    """The sizes of the calls that run ``n`` items, each a power of two of at most ``cap`` (a power of two): calls of
+    ``cap`` while at least ``cap`` items are left; then a remainder of at least 3/4 of the next power of two is padded
+    up to it, a smaller one takes the power of two below and goes on (7 -> [8], 9 -> [8, 1], 5 -> [4, 1])."""
+    sizes: list[int] = []
+    while n > 0:
+        if n >= cap:
+            sizes.append(cap)
+            n -= cap
+            continue
+        up = 1 << (n - 1).bit_length()
+        if 4 * n >= 3 * up:
+            sizes.append(up)
+            break
+        sizes.append(up >> 1)
+        n -= up >> 1
+    return sizes
+
+
+def _fixed_item_shape(runner) -> bool:
+    """Whether every input of ``runner`` has a fixed shape apart from its batch axis (unknown: no)."""
+    shapes = getattr(runner, "input_shapes", None)
+    return bool(shapes) and all(all(isinstance(d, int) for d in dims[1:]) for dims in shapes.values())
 
 
 # --- runners --------------------------------------------------------------------------------

@@ -339,6 +339,42 @@ def _processed(q: queue.Queue, reader, writer, src: Path, dst: Path, batch: int,
             close()
 
 
+def codec_ceiling(src: str | Path, crf: int = 18, preset: str = "veryfast", codec: str | None = None,
+                  suffix: str = ".mp4") -> dict:
+    """What the host's codecs alone do on ``src``: decode it into memory (timed, decoder threads as in
+    :func:`transcode`), then encode those frames with :func:`transcode`'s encoder and settings into a
+    temporary file (timed: the encode-only ceiling a file-to-file run is compared with).  Keeps every frame in
+    memory: for benchmark clips."""
+    import tempfile
+
+    av = require("av", "measuring the codecs")
+    src = Path(src)
+    info = probe(src)
+    fmt, encoder = _encoder_for(suffix, codec)
+    t0 = time.perf_counter()
+    with open_input(src) as c:
+        v = c.streams.video[0]
+        v.thread_type = "AUTO"
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(v)]
+    decode_s = time.perf_counter() - t0
+    tb = Fraction(info.fps.denominator, info.fps.numerator)
+    with tempfile.TemporaryDirectory(prefix="ffexport-ceiling-") as tmp:
+        t0 = time.perf_counter()
+        with av.open(str(Path(tmp) / f"ceiling{suffix}"), "w", format=fmt) as out:
+            vs = _add_video_stream(out, encoder, info, crf, preset)
+            for i, arr in enumerate(frames):
+                frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
+                frame.pts, frame.time_base = i, tb
+                out.mux(vs.encode(frame))
+            out.mux(vs.encode())
+        encode_s = time.perf_counter() - t0
+    n = len(frames)
+    return {"frames": n, "width": info.width, "height": info.height, "decoder": info.codec, "encoder": encoder,
+            "preset": preset if encoder == "libx264" else None, "crf": crf,
+            "decode_only_fps": round(n / decode_s, 2) if decode_s > 0 else None,
+            "encode_only_fps": round(n / encode_s, 2) if encode_s > 0 else None}
+
+
 def transcode(src: str | Path, dst: str | Path, process: ProcessFn | None = None, *, stream: StreamFn | None = None,
               batch: int = 1, progress: bool = True, queue_size: int = 8, crf: int = 18, preset: str = "veryfast",
               codec: str | None = None) -> dict:
