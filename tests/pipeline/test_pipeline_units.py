@@ -371,3 +371,10 @@ def test_ort_cuda_stage_runs_large_convolutional_models_in_a_few_call_sizes():
         x = torch.arange(n * 2, dtype=torch.float32).reshape(n, 2)
         out = s.run({"target": x, "source": torch.zeros(n, 4)})
         assert calls == (want or [0]) and torch.equal(out["output"], x * 2)
+    # every size calls of up to 6 items use is run until captured, once; inputs of the model's item shapes
+    fixed.update(target=[None, 2], source=[None, 4])
+    s.runner.device = "cpu"  # the warm-up's inputs go to the runner's device (this host may have no GPU)
+    calls.clear()
+    assert s.warm_call_sizes(6) == [1, 2, 4, 8] and calls == [1] * 3 + [2] * 3 + [4] * 3 + [8] * 3
+    assert s.warm_call_sizes(9) == [16] and s.warm_call_sizes(5) == []
+    assert stage("torch").warm_call_sizes(8) == []

@@ -146,6 +146,7 @@ class Pipeline:
             # the blender runs on each face's region of the frame, a new shape for nearly every face: compiled per
             # shape it would compile all the time, so it runs eager (see benchmarks/NOTES.md)
             self._add_stage("blender").run_eager()
+            self._warm_call_sizes(self.batch)
         except BaseException:
             self.close()
             raise
@@ -202,6 +203,13 @@ class Pipeline:
         runner = TorchRunner(IdentityGenerator(), spec=spec, device=str(self.device), name="identity")
         runner.activate()
         self.stages["generator"] = Stage(spec, runner, "torch", "fp32", "identity (output = target)")
+
+    def _warm_call_sizes(self, frames: int) -> None:
+        """Stages that run in call sizes (onnxruntime on CUDA) warm the sizes calls of ``frames`` frames, a face
+        each, use (:meth:`Stage.warm_call_sizes`); the encoder runs once per source face and is left alone."""
+        for module, stage in self.stages.items():
+            if module != "encoder":
+                stage.warm_call_sizes(frames)
 
     def describe(self) -> list[dict]:
         return [s.describe() for s in self.stages.values()]
@@ -551,6 +559,7 @@ class Pipeline:
             raise InputSpecError("no source face: call set_source(image) first")
         choice = self.choose_batch(src) if self.auto_batch else None
         batch = choice["batch"] if choice else self.batch
+        self._warm_call_sizes(batch)
         before = dict(self.stats)
         if self.streaming:
             stats = transcode(src, dst, stream=self.process_batches, batch=batch, progress=progress, **encode)

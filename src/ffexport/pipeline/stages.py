@@ -41,6 +41,7 @@ class Stage:
         # of its own (OrtRunner's cuda_graph), so the number of faces in a frame never re-plans the model; one of
         # variable item shape (the blender, on each face's region) gets one item per call
         self.call_sizes = False
+        self._warm: set[int] = set()  # call sizes run until captured (warm_call_sizes)
         if (backend == "ort" and str(getattr(runner, "device", "")).startswith("cuda")
                 and getattr(runner, "convolutional", False) and (getattr(runner, "shape_sessions", 1) or 1) <= 1):
             if _fixed_item_shape(runner):
@@ -77,6 +78,26 @@ class Stage:
         if self.backend == "compile":
             self.runner.eager = True
             self.pad_batches = False
+
+    def warm_call_sizes(self, items: int) -> list[int]:
+        """Run each call size that calls of up to ``items`` items use (powers of two up to ``items`` rounded up to
+        one, at most ``max_batch``) until its CUDA graph is captured, so that no size is first met, and its
+        session made, while frames wait (one to two seconds for a large model).  Only for a stage that runs in
+        call sizes; returns the sizes warmed now."""
+        if not self.call_sizes:
+            return []
+        top = min(self.max_batch or ORT_CALL_CAP, 1 << max(0, int(items) - 1).bit_length())
+        shapes = self.runner.input_shapes
+        warmed, size = [], 1
+        while size <= top:
+            if size not in self._warm:
+                feeds = {n: torch.zeros((size, *shapes[n][1:]), device=self.runner.device) for n in shapes}
+                for _ in range(WARM_RUNS):
+                    self._run(feeds)
+                self._warm.add(size)
+                warmed.append(size)
+            size *= 2
+        return warmed
 
     def _run_sizes(self, feeds, n: int):
         """``n`` items in calls of :func:`call_sizes`' sizes, the last call's missing items copies of its last."""
@@ -117,6 +138,9 @@ class Stage:
 
 
 ORT_CALL_CAP = 32  # the largest call of an onnxruntime-CUDA stage that runs in call sizes (Stage.call_sizes)
+# runs of a call size until its CUDA graph replays: the shared session's (the output shapes), then the size's
+# graph session's first run, then onnxruntime captures
+WARM_RUNS = 3
 
 
 def call_sizes(n: int, cap: int = ORT_CALL_CAP) -> list[int]:
