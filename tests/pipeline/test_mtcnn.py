@@ -306,7 +306,10 @@ def test_cascade_as_a_cuda_graph_finds_the_same_faces(astronaut, tmp_path):
     first = graphed.detect(clip[:4])
     second = graphed.detect(clip[4:])
     assert len(graphed._graphs) == 1 and graphed.fallbacks == 0
-    _same_faces(first + second, [plain.detect(clip[i:i + 1])[0] for i in range(clip.shape[0])], atol=1e-2)
+    # four frames a call against one: cuDNN picks other algorithms for another batch size, and the box regression
+    # carries the rounding into the coordinates (0.011 px measured on the decoded clip, H200, commit eb01e9c);
+    # a twentieth of a pixel is still the same face, a wrong one is pixels off
+    _same_faces(first + second, [plain.detect(clip[i:i + 1])[0] for i in range(clip.shape[0])], atol=5e-2)
 
 
 def test_area_pyramid_from_the_integral_image_matches_area_interpolation(astronaut):
