@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ffexport.bench.e2e import add_tone_stream, write_tone
+
 
 def astronaut() -> np.ndarray:
     """The astronaut photograph (512 x 512 RGB uint8; one face)."""
@@ -75,10 +77,7 @@ def make_video(path: str | Path, frames: int = 24, size: tuple[int, int] = (240,
         vs.pix_fmt = "yuv420p"
         if codec == "libx264":
             vs.options = {"crf": "12", "preset": "veryfast"}
-        a_s = None
-        if audio:
-            a_s = out.add_stream(audio_codec, rate=44100)
-            a_s.layout = "mono"
+        a_s = add_tone_stream(out, audio_codec) if audio else None
         for i in range(frames):
             arr = _view(img, i / max(frames - 1, 1), (h, w))
             f = av.VideoFrame.from_ndarray(arr, format="rgb24")
@@ -87,21 +86,7 @@ def make_video(path: str | Path, frames: int = 24, size: tuple[int, int] = (240,
             out.mux(vs.encode(f))
         out.mux(vs.encode())
         if a_s is not None:
-            rate, n = 44100, int(44100 * frames / fps)
-            samples = (0.3 * np.sin(2 * np.pi * 440.0 * np.arange(n) / rate)).astype(np.float32)
-            fmt = a_s.codec_context.format.name
-            chunk = a_s.codec_context.frame_size or 1024
-            for start in range(0, n, chunk):
-                block = samples[start:start + chunk]
-                arr = block[None, :]  # mono: one plane, planar or packed alike
-                if fmt.startswith("s16"):
-                    arr = (arr * 32767).astype(np.int16)
-                af = av.AudioFrame.from_ndarray(np.ascontiguousarray(arr), format=fmt, layout="mono")
-                af.sample_rate = rate
-                af.pts = start
-                af.time_base = Fraction(1, rate)
-                out.mux(a_s.encode(af))
-            out.mux(a_s.encode())
+            write_tone(out, a_s, frames / fps)
     return path
 
 

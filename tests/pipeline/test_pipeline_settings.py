@@ -106,6 +106,16 @@ def test_the_enhancer_runs_at_most_enhance_faces_per_call_faces_a_call_with_the_
     torch.testing.assert_close(capped[out], whole[out], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("value", [0, -2, 2.5, True, "4"])
+def test_pipeline_refuses_a_bad_enhance_faces_per_call_in_one_line_before_building_anything(tmp_path, value):
+    from ffexport.pipeline.pipeline import Pipeline
+
+    with pytest.raises(InputSpecError) as err:
+        Pipeline(enhance=True, enhance_faces_per_call=value, out=tmp_path / "artifacts")
+    assert str(err.value) == f"enhance_faces_per_call must be a whole number >= 1, got {value!r}"
+    assert not (tmp_path / "artifacts").exists()
+
+
 def test_flags_override_the_file(tmp_path):
     from ffexport.cli.swap import swap_settings
 

@@ -387,9 +387,12 @@ def build(specs: Sequence, precisions: Sequence[str], options: BuildOptions, *, 
 
     folders = {artifact_dir(out, s.spec) for s in steps}
 
-    def finished(o: Outcome) -> None:  # recorded at once: an interrupted build keeps what it finished
+    def record(o: Outcome) -> None:
         index.record(o.step, fps.of(o.step, enc), artifact_dir(out, o.step.spec), flavor, o.error,
                      fps.parts[o.step.id])
+
+    def finished(o: Outcome) -> None:  # recorded at once: an interrupted build keeps what it finished
+        record(o)
         index.save(folders, fps.stat_cache)
         say(o)
 
@@ -403,8 +406,7 @@ def build(specs: Sequence, precisions: Sequence[str], options: BuildOptions, *, 
             done.append(o)
             finished(o)
     for o in done:  # again at the end: a later step may have remade a file an earlier one recorded
-        index.record(o.step, fps.of(o.step, enc), artifact_dir(out, o.step.spec), flavor, o.error,
-                     fps.parts[o.step.id])
+        record(o)
     outcomes += done
     index.save(folders, fps.stat_cache)
     order = {s.id: i for i, s in enumerate(steps)}

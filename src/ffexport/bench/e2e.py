@@ -125,25 +125,31 @@ def write_video(frames: list[np.ndarray], path: str | Path, fps: int = 30, audio
             vs = out.add_stream("libx264", rate=fps)
             vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
             vs.options = {"crf": str(crf), "preset": "veryfast"}
-            tone = _tone_stream(out) if audio else None  # every stream is added before the first packet
+            tone = add_tone_stream(out) if audio else None  # every stream is added before the first packet
             for i, arr in enumerate(frames):
                 f = av.VideoFrame.from_ndarray(arr, format="rgb24")
                 f.pts, f.time_base = i, Fraction(1, fps)
                 out.mux(vs.encode(f))
             out.mux(vs.encode())
             if tone is not None:
-                _write_tone(av, out, tone, len(frames) / fps)
+                write_tone(out, tone, len(frames) / fps)
     return path
 
 
-def _tone_stream(out, rate: int = 44100):
-    a = out.add_stream("aac", rate=rate)
+def add_tone_stream(out, codec: str = "aac", rate: int = 44100):
+    """A mono audio stream of ``codec`` in the PyAV output ``out`` (add it before the first packet is muxed)."""
+    a = out.add_stream(codec, rate=rate)
     a.layout = "mono"
     return a
 
 
-def _write_tone(av, out, a, seconds: float) -> None:
+def write_tone(out, a, seconds: float) -> None:
+    """``seconds`` of a 440 Hz tone encoded into the stream ``a`` of ``out`` (from :func:`add_tone_stream`)."""
     from fractions import Fraction
+
+    from .._lazy import require
+
+    av = require("av", "writing audio")
 
     rate = a.codec_context.sample_rate
     fmt = a.codec_context.format.name

@@ -38,7 +38,7 @@ from .autobatch import AUTO, parse_batch
 from .detectors import MTCNN_MAX_SIDE, detector_modules, largest, make_detector, resolve_kind
 from .device import check_device
 from .paste import paste
-from .settings import BLEND_MODES, DETECTORS, ENHANCE_FACES_PER_CALL, IDENTITY
+from .settings import BLEND_MODES, DETECTORS, ENHANCE_FACES_PER_CALL, IDENTITY, check_enhance_faces_per_call
 from .stages import Stage, make_stage
 from .timers import NO_TIMER, Timer
 
@@ -68,8 +68,8 @@ class Pipeline:
     frames larger than ``detect_max_side`` on a scaled copy.
     ``generator="identity"`` returns the target crop unchanged (tests).
     ``timing=True`` accumulates seconds per stage in ``timings`` (GPU synchronised).
-    ``enhance_faces_per_call``: the enhancer's largest call (memory).  ``batch``: frames per call of a video, or ``"auto"`` (:mod:`.autobatch`: a memory budget on a GPU, 4 frames on
-    a CPU, chosen per video).  ``streaming``: videos and :meth:`process_batches` through the streaming executor.
+    ``enhance_faces_per_call``: the enhancer's largest call (memory).  ``batch``: frames per call of a video, or
+    ``"auto"`` (:mod:`.autobatch`: a memory budget on a GPU, 4 frames on a CPU, chosen per video).  ``streaming``: videos and :meth:`process_batches` through the streaming executor.
     :meth:`from_settings` takes the defaults from ``configs/pipeline.yaml``
     (:class:`~ffexport.pipeline.settings.PipelineSettings`) instead of these.
     """
@@ -89,6 +89,7 @@ class Pipeline:
         self.auto_batch = batch == AUTO
         self.batch = 1 if self.auto_batch else batch  # with auto: chosen per video (process_video)
         self.streaming = bool(streaming)
+        check_enhance_faces_per_call(enhance_faces_per_call)
         self._executor = None
         for name, value, valid in (("faces", faces, FACE_MODES), ("blend", blend, BLEND_MODES),
                                    ("detector", detector, DETECTORS)):

@@ -187,6 +187,12 @@ def _module(key: str, module) -> None:
     _name(key, "module", module, specs.modules())
 
 
+def check_enhance_faces_per_call(n) -> None:
+    """A whole number >= 1, else one :class:`InputSpecError` line (the file's reader names the key)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise _Invalid("enhance_faces_per_call", f"enhance_faces_per_call must be a whole number >= 1, got {n!r}")
+
+
 def _check(s: PipelineSettings) -> None:
     from .. import specs
 
@@ -207,9 +213,7 @@ def _check(s: PipelineSettings) -> None:
         raise _Invalid("detect_max_side", f"detect_max_side must be a whole number of pixels >= 0 "
                                           f"(0 or null: never scale), got {side!r}")
     _name("blend", "blend mode", s.blend, BLEND_MODES)
-    n = s.enhance_faces_per_call
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise _Invalid("enhance_faces_per_call", f"enhance_faces_per_call must be a whole number >= 1, got {n!r}")
+    check_enhance_faces_per_call(s.enhance_faces_per_call)
     for key in ("enhance", "landmarks68", "streaming"):
         if not isinstance(getattr(s, key), bool):
             raise _Invalid(key, f"{key} must be true or false, got {getattr(s, key)!r}")

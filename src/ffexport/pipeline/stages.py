@@ -86,7 +86,7 @@ class Stage:
         call sizes; returns the sizes warmed now."""
         if not self.call_sizes:
             return []
-        top = min(self.max_batch or ORT_CALL_CAP, 1 << max(0, int(items) - 1).bit_length())
+        top = min(self.max_batch or ORT_CALL_CAP, bucket(int(items), smallest=1))
         shapes = self.runner.input_shapes
         warmed, size = [], 1
         while size <= top:
@@ -104,20 +104,15 @@ class Stage:
         parts, start = [], 0
         for size in call_sizes(n, self.max_batch or ORT_CALL_CAP):
             m = min(size, n - start)
-            chunk = {k: v[start:start + m] for k, v in feeds.items()}
-            if size > m:
-                chunk = {k: torch.cat([v, v[-1:].expand(size - m, *v.shape[1:])]) for k, v in chunk.items()}
-            out = self._run(chunk)
+            out = self._run(_padded({k: v[start:start + m] for k, v in feeds.items()}, size))
             parts.append({k: v[:m] for k, v in out.items()})
             start += m
         return parts[0] if len(parts) == 1 else {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     def _run_padded(self, feeds):
         n = next(iter(feeds.values())).shape[0]
-        size = bucket(n, smallest=2)  # torch.compile specialises a batch of 1: 2 keeps the batch axis dynamic
-        if size > n:
-            feeds = {k: torch.cat([v, v[-1:].expand(size - n, *v.shape[1:])]) for k, v in feeds.items()}
-        out = self.runner.infer(feeds)
+        # torch.compile specialises a batch of 1: 2 keeps the batch axis dynamic
+        out = self.runner.infer(_padded(feeds, bucket(n, smallest=2)))
         return {k: (v[:n].float() if v.is_floating_point() else v[:n]) for k, v in out.items()}
 
     __call__ = run
@@ -131,7 +126,7 @@ class Stage:
             d["max_items_per_call"] = self.max_batch
         if self.call_sizes:
             d["call_sizes"] = f"powers of two up to {self.max_batch}, padded"
-        cuda_graph = getattr(self.runner, "describe", lambda: {})().get("cuda_graph") if self.backend == "ort" else None
+        cuda_graph = self.runner.describe().get("cuda_graph") if self.backend == "ort" else None
         if cuda_graph:
             d["cuda_graph"] = cuda_graph
         return d
@@ -153,13 +148,21 @@ def call_sizes(n: int, cap: int = ORT_CALL_CAP) -> list[int]:
             sizes.append(cap)
             n -= cap
             continue
-        up = 1 << (n - 1).bit_length()
+        up = bucket(n, smallest=1)
         if 4 * n >= 3 * up:
             sizes.append(up)
             break
         sizes.append(up >> 1)
         n -= up >> 1
     return sizes
+
+
+def _padded(feeds: Mapping[str, torch.Tensor], size: int) -> dict[str, torch.Tensor]:
+    """``feeds`` with copies of their last item appended up to ``size`` items."""
+    n = next(iter(feeds.values())).shape[0]
+    if size <= n:
+        return dict(feeds)
+    return {k: torch.cat([v, v[-1:].expand(size - n, *v.shape[1:])]) for k, v in feeds.items()}
 
 
 def _fixed_item_shape(runner) -> bool:
