@@ -64,8 +64,9 @@ def _view(img: np.ndarray, t: float, out_hw: tuple[int, int]) -> np.ndarray:
 
 def make_video(path: str | Path, frames: int = 24, size: tuple[int, int] = (240, 320), fps: int = 24,
                audio: bool = True, codec: str = "libx264", audio_codec: str = "aac",
-               source: np.ndarray | None = None) -> Path:
-    """Write a pan-and-zoom video over ``source`` (default: the astronaut) with a 440 Hz tone."""
+               source: np.ndarray | None = None, pix_fmt: str = "yuv420p", colorspace: int | None = None) -> Path:
+    """Write a pan-and-zoom video over ``source`` (default: the astronaut) with a 440 Hz tone; ``colorspace``:
+    FFmpeg's tag of the frames and the stream (e.g. 1, BT.709), the RGB frames converted with it."""
     av = pytest.importorskip("av", reason="PyAV (ffexport[video]) is not installed on this host")
 
     path = Path(path)
@@ -74,13 +75,18 @@ def make_video(path: str | Path, frames: int = 24, size: tuple[int, int] = (240,
     with av.open(str(path), "w") as out:
         vs = out.add_stream(codec, rate=fps)
         vs.width, vs.height = w, h
-        vs.pix_fmt = "yuv420p"
+        vs.pix_fmt = pix_fmt
+        if colorspace is not None:
+            vs.codec_context.colorspace = colorspace
         if codec == "libx264":
             vs.options = {"crf": "12", "preset": "veryfast"}
         a_s = add_tone_stream(out, audio_codec) if audio else None
         for i in range(frames):
             arr = _view(img, i / max(frames - 1, 1), (h, w))
             f = av.VideoFrame.from_ndarray(arr, format="rgb24")
+            if colorspace is not None:
+                f = f.reformat(format=pix_fmt, dst_colorspace=colorspace)
+                f.colorspace = colorspace
             f.pts = i
             f.time_base = Fraction(1, fps)
             out.mux(vs.encode(f))

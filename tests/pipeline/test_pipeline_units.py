@@ -377,4 +377,7 @@ def test_ort_cuda_stage_runs_large_convolutional_models_in_a_few_call_sizes():
     calls.clear()
     assert s.warm_call_sizes(6) == [1, 2, 4, 8] and calls == [1] * 3 + [2] * 3 + [4] * 3 + [8] * 3
     assert s.warm_call_sizes(9) == [16] and s.warm_call_sizes(5) == []
+    s._warm.clear()
+    calls.clear()
+    assert s.warm_call_sizes(1) == [1, 2] and calls == [1] * 3 + [2] * 3  # a frame with two faces: a call of 2
     assert stage("torch").warm_call_sizes(8) == []

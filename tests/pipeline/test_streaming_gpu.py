@@ -92,3 +92,30 @@ def test_batch_auto_on_the_gpu(pipe, frames):
     assert 1 <= choice["batch"] <= MAX_BATCH and choice["peak_mb_per_frame"] > 0 and choice["budget_mb"] > 0
     assert pipe.stats == before
     print("auto batch at", HW, choice)
+
+
+def test_a_video_as_planes_on_the_gpu(pipe, tmp_path):
+    """On CUDA a streamed video travels as YUV planes by default: the device conversions equal the CPU's (to
+    one level of float rounding), and the written video is as close to its input as the RGB path's."""
+    pytest.importorskip("av", reason="PyAV (ffexport[video]) is not installed on this host")
+    from helpers.media import make_video, psnr, read_video
+
+    from ffexport.pipeline.yuv import i420_to_rgb, rgb_to_i420
+
+    src = make_video(tmp_path / "in.mp4", frames=12, size=HW, colorspace=1)
+    planes = pipe.video_planes_for(src)
+    assert planes is not None and planes.matrix == "bt709"
+    rgb = torch.from_numpy(np.stack(read_video(src)[0][:4]))
+    on_gpu = rgb_to_i420(rgb.cuda(), planes)
+    assert (on_gpu.cpu().int() - rgb_to_i420(rgb, planes).int()).abs().max() <= 1
+    assert (i420_to_rgb(on_gpu, planes).cpu().int() - i420_to_rgb(on_gpu.cpu(), planes).int()).abs().max() <= 1
+    got = pipe.process_video(src, tmp_path / "planes.mp4", progress=False)
+    pipe.video_planes = False
+    try:
+        ref = pipe.process_video(src, tmp_path / "rgb.mp4", progress=False)
+    finally:
+        pipe.video_planes = None
+    assert got["frames_as"] == "i420 bt709 limited range" and ref["frames_as"] == "rgb24"
+    assert got["frames"] == ref["frames"] == 12 and got["faces_swapped"] >= 12
+    a, b, f = read_video(tmp_path / "planes.mp4")[0], read_video(tmp_path / "rgb.mp4")[0], read_video(src)[0]
+    assert np.mean([psnr(x, s) for x, s in zip(a, f)]) >= np.mean([psnr(y, s) for y, s in zip(b, f)]) - 0.5

@@ -372,7 +372,8 @@ def _video_run(pipe, cfg: dict) -> dict:
     ceiling = codec_ceiling(src)
     with tempfile.TemporaryDirectory(prefix="ffexport-bench-") as tmp:
         # the same decode and encode threads and queues with no pipeline work: the floor of the video path itself
-        passthrough = transcode(src, Path(tmp) / "passthrough.mp4", list, batch=pipe.batch, progress=False)
+        passthrough = transcode(src, Path(tmp) / "passthrough.mp4", list, batch=pipe.batch, progress=False,
+                                planes=pipe.video_planes_for(src) if pipe.streaming else None)
         stats = pipe.process_video(src, Path(tmp) / "out.mp4", progress=False)
     fps, top = stats.get("throughput_fps"), ceiling.get("encode_only_fps")
     return {"status": "ok", "frames": stats["frames"], "seconds": stats["seconds"],
@@ -381,4 +382,8 @@ def _video_run(pipe, cfg: dict) -> dict:
             "faces_swapped": stats.get("faces_swapped"), "executor": stats.get("executor"),
             "batch": stats.get("batch"), "encode_only_fps": top, "decode_only_fps": ceiling.get("decode_only_fps"),
             "preset": ceiling.get("preset"), "passthrough_fps": passthrough.get("throughput_fps"),
-            "of_encode_only": round(fps / top, 3) if fps and top else None}
+            "frames_as": stats.get("frames_as"), "encode_only_rgb_fps": ceiling.get("encode_only_rgb_fps"),
+            "decode_only_rgb_fps": ceiling.get("decode_only_rgb_fps"),
+            "of_encode_only": round(fps / top, 3) if fps and top else None,
+            "of_encode_only_rgb": (round(fps / ceiling["encode_only_rgb_fps"], 3)
+                                   if fps and ceiling.get("encode_only_rgb_fps") else None)}

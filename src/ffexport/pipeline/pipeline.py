@@ -70,6 +70,10 @@ class Pipeline:
     ``timing=True`` accumulates seconds per stage in ``timings`` (GPU synchronised).
     ``enhance_faces_per_call``: the enhancer's largest call (memory).  ``batch``: frames per call of a video, or
     ``"auto"`` (:mod:`.autobatch`: a memory budget on a GPU, 4 frames on a CPU, chosen per video).  ``streaming``: videos and :meth:`process_batches` through the streaming executor.
+    ``video_planes``: a streamed video's frames travel as the decoder's YUV 4:2:0 planes and are converted to
+    RGB and back on the device (:mod:`.yuv`; no conversion on the host, half the bytes copied): ``None`` (the
+    default) on CUDA when the video allows it (:func:`~.video.planes_for`), ``True`` on any device (tests),
+    ``False`` never.
     :meth:`from_settings` takes the defaults from ``configs/pipeline.yaml``
     (:class:`~ffexport.pipeline.settings.PipelineSettings`) instead of these.
     """
@@ -83,14 +87,17 @@ class Pipeline:
                  variants: Mapping[str, str] | None = None, build_missing: bool = True, timing: bool = False,
                  score_threshold: float | None = None, min_face: float = 20.0, reference_threshold: float = 0.4,
                  detect_max_side: int | None = MTCNN_MAX_SIDE, config_dir: str | Path | None = None,
-                 streaming: bool = True, enhance_faces_per_call: int = ENHANCE_FACES_PER_CALL, say=None):
+                 streaming: bool = True, enhance_faces_per_call: int = ENHANCE_FACES_PER_CALL, say=None,
+                 video_planes: bool | None = None):
         self.device = check_device(device)
         batch = parse_batch(batch)
         self.auto_batch = batch == AUTO
         self.batch = 1 if self.auto_batch else batch  # with auto: chosen per video (process_video)
         self.streaming = bool(streaming)
+        self.video_planes = None if video_planes is None else bool(video_planes)
         check_enhance_faces_per_call(enhance_faces_per_call)
         self._executor = None
+        self._plane_executors: dict = {}
         for name, value, valid in (("faces", faces, FACE_MODES), ("blend", blend, BLEND_MODES),
                                    ("detector", detector, DETECTORS)):
             if value not in valid:
@@ -216,8 +223,9 @@ class Pipeline:
         return [s.describe() for s in self.stages.values()]
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.close()
+        for ex in (self._executor, *self._plane_executors.values()):
+            if ex is not None:
+                ex.close()
         for s in self.stages.values():
             s.close()
 
@@ -464,7 +472,7 @@ class Pipeline:
         return out_dev, touched
 
     # --- streams of batches -------------------------------------------------------------------
-    def process_batches(self, batches: Iterable, stop=None) -> Iterator[list[np.ndarray]]:
+    def process_batches(self, batches: Iterable, stop=None, planes=None) -> Iterator[list[np.ndarray]]:
         """The swapped frames of each batch of ``batches`` (each a list of RGB uint8 ``H x W x 3`` arrays, as
         :meth:`process_frames` takes), one list per batch, in order, as they are done.
 
@@ -472,9 +480,15 @@ class Pipeline:
         transfers of neighbouring batches overlap each batch's GPU work; the same frames as the serial path);
         otherwise each is :meth:`process_frames`'.  ``stop`` (a ``threading.Event``): set it to end early; a
         failed or abandoned streaming run sets it.
+
+        ``planes`` (a :class:`~.yuv.Planes`): the frames are ``3H/2 x W`` I420 arrays in that form (a video's
+        decoded planes, :meth:`video_planes_for`), converted to RGB after the upload and back before the
+        download; the results come in the same form (frames without a face as given).
         """
         if self._source is None:
             raise InputSpecError("no source face: call set_source(image) first")
+        if planes is not None:
+            return self._plane_executor(planes).run(batches, stop)
         if not self.streaming:
             return self._serial_batches(batches, stop)
         return self.executor.run(batches, stop)
@@ -501,6 +515,64 @@ class Pipeline:
         if self._source is None:
             raise InputSpecError("no source face: call set_source(image) first")
         return self._compute(x8)
+
+    # --- frames as YUV 4:2:0 planes ---------------------------------------------------------------
+    def video_planes_for(self, src: str | Path, dst: str | Path = "out.mp4", codec: str | None = None):
+        """The :class:`~.yuv.Planes` in which the video ``src``'s frames travel when written to ``dst`` (see
+        ``video_planes``), or None: RGB frames."""
+        wanted = self.video_planes if self.video_planes is not None else self.device.type == "cuda"
+        if not wanted:
+            return None
+        from .video import video_planes
+
+        return video_planes(src, Path(dst).suffix, codec)
+
+    def _plane_executor(self, planes):
+        from functools import partial
+
+        from .streaming import StreamingExecutor
+
+        ex = self._plane_executors.get(planes)
+        if ex is None:
+            ex = self._plane_executors[planes] = StreamingExecutor(
+                partial(self._compute_planes, planes), self.device, fallback=partial(self._planes_fallback, planes),
+                check=self._check_planes)
+        return ex
+
+    def _compute_planes(self, planes, x: torch.Tensor):
+        """:meth:`_compute` of I420 frames on the device: converted to RGB, and the changed frames back."""
+        from .yuv import i420_to_rgb, rgb_to_i420
+
+        with self._t("transfer"):
+            x8 = i420_to_rgb(x, planes)
+        out, touched = self._compute_batch(x8)
+        if out is None:
+            return None, []
+        with self._t("transfer"):
+            return rgb_to_i420(out, planes), touched
+
+    def _planes_fallback(self, planes, frames: list[np.ndarray]) -> list[np.ndarray]:
+        """The serial path for I420 frames the ring cannot hold (frames of several sizes): frame by frame."""
+        from .yuv import i420_to_rgb, rgb_to_i420
+
+        out = []
+        for f in frames:
+            rgb = i420_to_rgb(torch.from_numpy(np.ascontiguousarray(f))[None], planes)[0].numpy()
+            res = self.process_frames([rgb])[0]
+            out.append(f if res is rgb else rgb_to_i420(torch.from_numpy(np.ascontiguousarray(res))[None],
+                                                        planes)[0].numpy())
+        return out
+
+    @staticmethod
+    def _check_planes(frames) -> None:
+        from .yuv import check_i420, frame_height
+
+        for f in frames:
+            why = check_i420(f.shape, f.dtype)
+            if why is not None:
+                raise InputSpecError(f"frames: {why}")
+            if frame_height(f.shape[0]) < 8 or f.shape[1] < 8:
+                raise InputSpecError(f"frame of {f.shape[1]}x{frame_height(f.shape[0])} pixels is too small")
 
     def _enhance(self, work: torch.Tensor, kps: torch.Tensor, index: torch.Tensor) -> None:
         stage = self.stages["enhancer"]
@@ -554,6 +626,8 @@ class Pipeline:
         chosen for this video first (:func:`~.autobatch.choose_batch`, on its first frames); the statistics
         record the batch (``batch``, and ``batch_auto``: how it was chosen) and the path (``executor``).
         """
+        from functools import partial
+
         from .video import transcode
 
         if self._source is None:
@@ -563,7 +637,9 @@ class Pipeline:
         self._warm_call_sizes(batch)
         before = dict(self.stats)
         if self.streaming:
-            stats = transcode(src, dst, stream=self.process_batches, batch=batch, progress=progress, **encode)
+            planes = self.video_planes_for(src, dst, encode.get("codec"))
+            stream = self.process_batches if planes is None else partial(self.process_batches, planes=planes)
+            stats = transcode(src, dst, stream=stream, batch=batch, progress=progress, planes=planes, **encode)
         else:
             stats = transcode(src, dst, self.process_frames, batch=batch, progress=progress, **encode)
         with_faces = self.stats["frames_with_faces"] - before["frames_with_faces"]

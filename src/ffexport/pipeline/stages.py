@@ -81,12 +81,13 @@ class Stage:
 
     def warm_call_sizes(self, items: int) -> list[int]:
         """Run each call size that calls of up to ``items`` items use (powers of two up to ``items`` rounded up to
-        one, at most ``max_batch``) until its CUDA graph is captured, so that no size is first met, and its
-        session made, while frames wait (one to two seconds for a large model).  Only for a stage that runs in
-        call sizes; returns the sizes warmed now."""
+        one, at least 2, at most ``max_batch``) until its CUDA graph is captured, so that no size is first met, and
+        its session made, while frames wait (one to two seconds for a large model).  Size 2 is warmed for calls
+        of one frame too: a frame with a second face makes a call of 2.  Only for a stage that runs in call sizes;
+        returns the sizes warmed now."""
         if not self.call_sizes:
             return []
-        top = min(self.max_batch or ORT_CALL_CAP, bucket(int(items), smallest=1))
+        top = min(self.max_batch or ORT_CALL_CAP, bucket(int(items), smallest=2))
         shapes = self.runner.input_shapes
         warmed, size = [], 1
         while size <= top:

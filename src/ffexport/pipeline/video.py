@@ -7,6 +7,11 @@ or, with a stream function (the pipeline's streaming executor, :mod:`.streaming`
     --(bounded queue)--> upload thread (page-locked ring, copy stream) --> GPU work (main thread)
                      --> download (copy stream) --(bounded queue)--> encode thread
 
+Frames travel as RGB ``H x W x 3`` arrays, or, with ``planes`` (a :class:`~.yuv.Planes`, what
+:func:`planes_for` says a video allows), as the decoder's own YUV 4:2:0 planes (``3H/2 x W`` I420 arrays,
+no conversion on the host: the stream function converts them on the device, see :mod:`.yuv`), written back
+with the input's colour tags.
+
 Every queue is bounded, so memory stays flat however long the video is.  The
 audio stream is copied packet for packet (no re-encode), interleaved with the
 video by the encoder thread from a second reader of the input.  Frame count,
@@ -45,6 +50,8 @@ CONTAINERS = {
     ".webm": ("webm", ("libvpx-vp9", "libvpx")),
 }
 
+from .yuv import Planes
+
 ProcessFn = Callable[[list[np.ndarray]], Sequence[np.ndarray]]
 # batches of frames (and a stop event the function sets when it fails) -> each batch's frames, in order
 StreamFn = Callable[[Iterable[list[np.ndarray]], threading.Event], Iterator[Sequence[np.ndarray]]]
@@ -60,6 +67,17 @@ class VideoInfo:
     codec: str
     audio_codec: str | None
     duration_s: float | None
+    pix_fmt: str | None = None  # the decoded frames' pixel format
+    colorspace: int = 0  # FFmpeg's AVColorSpace / AVColorRange tags of the first frame
+    color_range: int = 0
+
+
+def planes_for(info: VideoInfo, encoder_pix_fmt: str | None = "yuv420p") -> Planes | None:
+    """The I420 form of ``info``'s frames when they can travel as planes: 8-bit 4:2:0 (``yuv420p``), even width
+    and height, a matrix :mod:`.yuv` converts, and an encoder that takes ``yuv420p``; else None (RGB)."""
+    if info.pix_fmt != "yuv420p" or encoder_pix_fmt != "yuv420p" or info.width % 2 or info.height % 2:
+        return None
+    return Planes.of_tags(info.colorspace, info.color_range)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -104,7 +122,8 @@ def probe(path: str | Path) -> VideoInfo:
         a = c.streams.audio[0] if c.streams.audio else None
         dur = float(c.duration / 1_000_000) if c.duration else None
         return VideoInfo(p, first.width, first.height, Fraction(fps), int(v.frames) or None, name,
-                         a.codec_context.name if a is not None else None, dur)
+                         a.codec_context.name if a is not None else None, dur, first.format.name,
+                         int(getattr(first, "colorspace", 0) or 0), int(getattr(first, "color_range", 0) or 0))
 
 
 def first_frames(path: str | Path, n: int) -> list[np.ndarray]:
@@ -125,12 +144,27 @@ def first_frames(path: str | Path, n: int) -> list[np.ndarray]:
 # --- threads ----------------------------------------------------------------------------------
 
 
-class _Reader(threading.Thread):
-    """Decodes RGB frames into a bounded queue: ``(array, time_s)``, then ``_END`` or ``_Failure``."""
+def _pixels(frame, planes: Planes | None) -> np.ndarray:
+    """A decoded frame as an RGB array, or as its I420 planes (a copy of the planes, no conversion)."""
+    return frame.to_ndarray(format="yuv420p" if planes is not None else "rgb24")
 
-    def __init__(self, path: Path, out: queue.Queue, stop: threading.Event):
+
+def _frame(av, arr: np.ndarray, planes: Planes | None):
+    """An RGB array, or an I420 array with ``planes``' colour tags, as a PyAV frame to encode."""
+    if planes is None:
+        return av.VideoFrame.from_ndarray(arr, format="rgb24")
+    frame = av.VideoFrame.from_ndarray(arr, format="yuv420p")
+    frame.colorspace, frame.color_range = planes.colorspace, planes.color_range
+    return frame
+
+
+class _Reader(threading.Thread):
+    """Decodes frames (RGB, or I420 with ``planes``) into a bounded queue: ``(array, time_s)``, then ``_END`` or
+    ``_Failure``."""
+
+    def __init__(self, path: Path, out: queue.Queue, stop: threading.Event, planes: Planes | None = None):
         super().__init__(name="ffexport-decode", daemon=True)
-        self.path, self.out, self.stop = path, out, stop
+        self.path, self.out, self.stop, self.planes = path, out, stop, planes
 
     def run(self) -> None:
         try:
@@ -138,7 +172,7 @@ class _Reader(threading.Thread):
                 v = c.streams.video[0]
                 v.thread_type = "AUTO"
                 for frame in c.decode(v):
-                    if not _put(self.out, (frame.to_ndarray(format="rgb24"), frame.time), self.stop):
+                    if not _put(self.out, (_pixels(frame, self.planes), frame.time), self.stop):
                         return
             _put(self.out, _END, self.stop)
         except BaseException as exc:  # handed to the main thread, which raises it
@@ -149,9 +183,10 @@ class _Writer(threading.Thread):
     """Encodes frames from a bounded queue and interleaves the input's audio packets, copied unchanged."""
 
     def __init__(self, container, vstream, fps: Fraction, src: Path, astream, inq: queue.Queue,
-                 stop: threading.Event):
+                 stop: threading.Event, planes: Planes | None = None):
         super().__init__(name="ffexport-encode", daemon=True)
         self.c, self.vs, self.fps, self.src, self.as_ = container, vstream, fps, src, astream
+        self.planes = planes
         self.inq, self.stop = inq, stop
         self.error: BaseException | None = None
         self.frames = 0
@@ -199,7 +234,7 @@ class _Writer(threading.Thread):
                 if item is _END:
                     break
                 arr, t = item
-                frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
+                frame = _frame(av, arr, self.planes)
                 pts = round(t * self.fps) if t is not None else self._last_pts + 1
                 pts = max(pts, self._last_pts + 1)
                 frame.pts, frame.time_base = pts, tb
@@ -232,11 +267,17 @@ def _encoder_for(suffix: str, codec: str | None) -> tuple[str, str]:
     raise MediaError(f"no video encoder for {suffix} in this FFmpeg build (tried {', '.join((codec,) if codec else prefs)})")
 
 
-def _add_video_stream(out, encoder: str, info: VideoInfo, crf: int, preset: str):
+def _encoder_pix_fmt(encoder: str, info: VideoInfo) -> str:
+    even = info.width % 2 == 0 and info.height % 2 == 0
+    return "yuv420p" if even or encoder not in ("libx264",) else "yuv444p"
+
+
+def _add_video_stream(out, encoder: str, info: VideoInfo, crf: int, preset: str, planes: Planes | None = None):
     vs = out.add_stream(encoder, rate=info.fps)
     vs.width, vs.height = info.width, info.height
-    even = info.width % 2 == 0 and info.height % 2 == 0
-    vs.pix_fmt = "yuv420p" if even or encoder not in ("libx264",) else "yuv444p"
+    vs.pix_fmt = _encoder_pix_fmt(encoder, info)
+    if planes is not None:  # the frames keep the input's colour: say so in the stream
+        vs.codec_context.colorspace, vs.codec_context.color_range = planes.colorspace, planes.color_range
     vs.codec_context.time_base = Fraction(info.fps.denominator, info.fps.numerator)
     if encoder == "libx264":
         vs.options = {"crf": str(crf), "preset": preset}
@@ -304,6 +345,12 @@ def _batches(q: queue.Queue, reader, writer, src: Path, dst: Path, batch: int, s
             items = []
 
 
+def video_planes(src: str | Path, suffix: str = ".mp4", codec: str | None = None) -> Planes | None:
+    """:func:`planes_for` the video ``src`` written as ``suffix`` (with ``codec``)."""
+    info = probe(src)
+    return planes_for(info, _encoder_pix_fmt(_encoder_for(suffix.lower(), codec)[1], info))
+
+
 def _check_results(items: list, results: Sequence[np.ndarray]) -> None:
     if len(results) != len(items):
         raise RuntimeError(f"frame function returned {len(results)} frames for {len(items)}")
@@ -344,41 +391,59 @@ def codec_ceiling(src: str | Path, crf: int = 18, preset: str = "veryfast", code
     """What the host's codecs alone do on ``src``: decode it into memory (timed, decoder threads as in
     :func:`transcode`), then encode those frames with :func:`transcode`'s encoder and settings into a
     temporary file (timed: the encode-only ceiling a file-to-file run is compared with).  Keeps every frame in
-    memory: for benchmark clips."""
+    memory: for benchmark clips.
+
+    Both forms a file-to-file run can hand the codecs are measured: RGB frames (the decoder's and the encoder's
+    swscale conversions included: ``decode_only_rgb_fps``, ``encode_only_rgb_fps``) and, when the video can
+    travel as planes (:func:`planes_for`), its I420 planes (no conversion: ``decode_only_fps``,
+    ``encode_only_fps``, the encoder alone).  ``encode_only_fps`` is the strictest ceiling the video allows:
+    the planes' when there are planes, else the RGB frames'.
+    """
     import tempfile
 
     av = require("av", "measuring the codecs")
     src = Path(src)
     info = probe(src)
     fmt, encoder = _encoder_for(suffix, codec)
-    t0 = time.perf_counter()
-    with open_input(src) as c:
-        v = c.streams.video[0]
-        v.thread_type = "AUTO"
-        frames = [f.to_ndarray(format="rgb24") for f in c.decode(v)]
-    decode_s = time.perf_counter() - t0
+    planes = planes_for(info, _encoder_pix_fmt(encoder, info))
     tb = Fraction(info.fps.denominator, info.fps.numerator)
+    res: dict = {"width": info.width, "height": info.height, "decoder": info.codec, "encoder": encoder,
+                 "preset": preset if encoder == "libx264" else None, "crf": crf,
+                 "planes": None if planes is None else planes.name}
+    forms = [("_rgb", None)] + ([("", planes)] if planes is not None else [])
     with tempfile.TemporaryDirectory(prefix="ffexport-ceiling-") as tmp:
-        t0 = time.perf_counter()
-        with av.open(str(Path(tmp) / f"ceiling{suffix}"), "w", format=fmt) as out:
-            vs = _add_video_stream(out, encoder, info, crf, preset)
-            for i, arr in enumerate(frames):
-                frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
-                frame.pts, frame.time_base = i, tb
-                out.mux(vs.encode(frame))
-            out.mux(vs.encode())
-        encode_s = time.perf_counter() - t0
-    n = len(frames)
-    return {"frames": n, "width": info.width, "height": info.height, "decoder": info.codec, "encoder": encoder,
-            "preset": preset if encoder == "libx264" else None, "crf": crf,
-            "decode_only_fps": round(n / decode_s, 2) if decode_s > 0 else None,
-            "encode_only_fps": round(n / encode_s, 2) if encode_s > 0 else None}
+        for tag, form in forms:
+            t0 = time.perf_counter()
+            with open_input(src) as c:
+                v = c.streams.video[0]
+                v.thread_type = "AUTO"
+                frames = [_pixels(f, form) for f in c.decode(v)]
+            decode_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            with av.open(str(Path(tmp) / f"ceiling{tag}{suffix}"), "w", format=fmt) as out:
+                vs = _add_video_stream(out, encoder, info, crf, preset, form)
+                for i, arr in enumerate(frames):
+                    frame = _frame(av, arr, form)
+                    frame.pts, frame.time_base = i, tb
+                    out.mux(vs.encode(frame))
+                out.mux(vs.encode())
+            encode_s = time.perf_counter() - t0
+            n = res["frames"] = len(frames)
+            res[f"decode_only{tag}_fps"] = round(n / decode_s, 2) if decode_s > 0 else None
+            res[f"encode_only{tag}_fps"] = round(n / encode_s, 2) if encode_s > 0 else None
+            del frames
+    if planes is None:
+        res["decode_only_fps"], res["encode_only_fps"] = res["decode_only_rgb_fps"], res["encode_only_rgb_fps"]
+    return res
 
 
 def transcode(src: str | Path, dst: str | Path, process: ProcessFn | None = None, *, stream: StreamFn | None = None,
               batch: int = 1, progress: bool = True, queue_size: int = 8, crf: int = 18, preset: str = "veryfast",
-              codec: str | None = None) -> dict:
+              codec: str | None = None, planes: Planes | None = None) -> dict:
     """Decode ``src``, pass frames (lists of up to ``batch`` RGB arrays) through ``process``, encode to ``dst``.
+
+    ``planes`` (:func:`video_planes`' answer for ``src`` and ``dst``): the frames are the decoder's I420 planes
+    instead (``3H/2 x W`` arrays, returned in the same form), written with the input's colour tags.
 
     ``stream`` instead of ``process``: a function of the iterable of batches (consumed in a thread of its
     own) and the run's stop event, yielding each batch's frames in order (the pipeline's streaming executor).
@@ -392,6 +457,9 @@ def transcode(src: str | Path, dst: str | Path, process: ProcessFn | None = None
         raise MediaError(f"output {dst} is the input video; choose another output path")
     info = probe(src)
     fmt, encoder = _encoder_for(dst.suffix.lower(), codec)
+    if planes is not None and planes_for(info, _encoder_pix_fmt(encoder, info)) is None:
+        raise MediaError(f"{src} cannot travel as YUV 4:2:0 planes into {dst.suffix} ({info.pix_fmt}, "
+                         f"{info.width}x{info.height}); use RGB frames")
     batch = max(1, int(batch))
     stop = threading.Event()
     frames_in: queue.Queue = queue.Queue(maxsize=max(queue_size, batch))
@@ -405,10 +473,10 @@ def transcode(src: str | Path, dst: str | Path, process: ProcessFn | None = None
             raise MediaError(f"cannot write {dst}: {_first_line(exc)}") from exc
         reader = writer = None
         try:
-            vs = _add_video_stream(out, encoder, info, crf, preset)
+            vs = _add_video_stream(out, encoder, info, crf, preset, planes)
             astream = _add_audio_copy(out, src, dst.suffix.lower())
-            reader = _Reader(src, frames_in, stop)
-            writer = _Writer(out, vs, info.fps, src, astream, frames_out, stop)
+            reader = _Reader(src, frames_in, stop, planes)
+            writer = _Writer(out, vs, info.fps, src, astream, frames_out, stop, planes)
             reader.start()
             writer.start()
             with _progress(progress) as bar, contextlib.closing(
@@ -446,5 +514,6 @@ def transcode(src: str | Path, dst: str | Path, process: ProcessFn | None = None
     seconds = time.perf_counter() - t0
     return {"input": str(src), "output": str(dst), "frames": n, "width": info.width, "height": info.height,
             "fps": float(info.fps), "fps_fraction": f"{info.fps.numerator}/{info.fps.denominator}",
-            "video_codec": encoder, "audio_codec": info.audio_codec, "audio_packets": writer.audio_packets,
+            "video_codec": encoder, "audio_codec": info.audio_codec,
+            "frames_as": "rgb24" if planes is None else planes.name, "audio_packets": writer.audio_packets,
             "seconds": round(seconds, 3), "throughput_fps": round(n / seconds, 2) if seconds > 0 else None}
