@@ -116,6 +116,6 @@ def test_a_video_as_planes_on_the_gpu(pipe, tmp_path):
     finally:
         pipe.video_planes = None
     assert got["frames_as"] == "i420 bt709 limited range" and ref["frames_as"] == "rgb24"
-    assert got["frames"] == ref["frames"] == 12 and got["faces_swapped"] >= 12
+    assert got["frames"] == ref["frames"] == 12 and got["faces_swapped"] >= 8
     a, b, f = read_video(tmp_path / "planes.mp4")[0], read_video(tmp_path / "rgb.mp4")[0], read_video(src)[0]
     assert np.mean([psnr(x, s) for x, s in zip(a, f)]) >= np.mean([psnr(y, s) for y, s in zip(b, f)]) - 0.5

@@ -22,6 +22,7 @@ file beside the final name and renamed only when everything succeeded.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 import time
@@ -39,6 +40,11 @@ from ..fsutil import atomic_path
 from .queues import END as _END
 from .queues import Failure as _Failure
 from .queues import put as _put
+
+# how much lower than the caller's the decode and encode threads' scheduling priority is (Linux niceness, per
+# thread, inherited by the threads a codec starts when it opens): the codecs' worker threads take every idle core,
+# and the thread that drives the GPU must not wait behind them (measured in benchmarks/NOTES.md, session 8)
+CODEC_NICE = 0
 
 # container suffix -> (FFmpeg muxer, video encoders in order of preference)
 CONTAINERS = {
@@ -143,6 +149,21 @@ def first_frames(path: str | Path, n: int) -> list[np.ndarray]:
 
 # --- threads ----------------------------------------------------------------------------------
 
+def lower_priority(step: int) -> int:
+    """Lower the calling thread's scheduling priority by ``step`` (Linux niceness, a thread's own, inherited by
+    the threads it starts: a codec opened afterwards in this thread runs its workers at the same niceness).
+    Returns the niceness now (0 where this is not supported: nothing changed)."""
+    if step <= 0 or not hasattr(os, "setpriority") or not hasattr(threading, "get_native_id"):
+        return 0
+    try:
+        tid = threading.get_native_id()
+        nice = min(19, os.getpriority(os.PRIO_PROCESS, tid) + int(step))
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
+        return nice
+    except OSError:
+        return 0
+
+
 
 def _pixels(frame, planes: Planes | None) -> np.ndarray:
     """A decoded frame as an RGB array, or as its I420 planes (a copy of the planes, no conversion)."""
@@ -162,11 +183,13 @@ class _Reader(threading.Thread):
     """Decodes frames (RGB, or I420 with ``planes``) into a bounded queue: ``(array, time_s)``, then ``_END`` or
     ``_Failure``."""
 
-    def __init__(self, path: Path, out: queue.Queue, stop: threading.Event, planes: Planes | None = None):
+    def __init__(self, path: Path, out: queue.Queue, stop: threading.Event, planes: Planes | None = None,
+                 nice: int = 0):
         super().__init__(name="ffexport-decode", daemon=True)
-        self.path, self.out, self.stop, self.planes = path, out, stop, planes
+        self.path, self.out, self.stop, self.planes, self.nice = path, out, stop, planes, nice
 
     def run(self) -> None:
+        lower_priority(self.nice)
         try:
             with open_input(self.path) as c:
                 v = c.streams.video[0]
@@ -183,10 +206,10 @@ class _Writer(threading.Thread):
     """Encodes frames from a bounded queue and interleaves the input's audio packets, copied unchanged."""
 
     def __init__(self, container, vstream, fps: Fraction, src: Path, astream, inq: queue.Queue,
-                 stop: threading.Event, planes: Planes | None = None):
+                 stop: threading.Event, planes: Planes | None = None, nice: int = 0):
         super().__init__(name="ffexport-encode", daemon=True)
         self.c, self.vs, self.fps, self.src, self.as_ = container, vstream, fps, src, astream
-        self.planes = planes
+        self.planes, self.nice = planes, nice
         self.inq, self.stop = inq, stop
         self.error: BaseException | None = None
         self.frames = 0
@@ -219,6 +242,7 @@ class _Writer(threading.Thread):
 
     def run(self) -> None:
         av = require("av")
+        lower_priority(self.nice)  # before the first encode opens the encoder and it starts its threads
         self._audio_in = None
         try:
             self._apk = self._audio_packets()
@@ -272,7 +296,8 @@ def _encoder_pix_fmt(encoder: str, info: VideoInfo) -> str:
     return "yuv420p" if even or encoder not in ("libx264",) else "yuv444p"
 
 
-def _add_video_stream(out, encoder: str, info: VideoInfo, crf: int, preset: str, planes: Planes | None = None):
+def _add_video_stream(out, encoder: str, info: VideoInfo, crf: int, preset: str, planes: Planes | None = None,
+                      threads: int | None = None):
     vs = out.add_stream(encoder, rate=info.fps)
     vs.width, vs.height = info.width, info.height
     vs.pix_fmt = _encoder_pix_fmt(encoder, info)
@@ -280,7 +305,7 @@ def _add_video_stream(out, encoder: str, info: VideoInfo, crf: int, preset: str,
         vs.codec_context.colorspace, vs.codec_context.color_range = planes.colorspace, planes.color_range
     vs.codec_context.time_base = Fraction(info.fps.denominator, info.fps.numerator)
     if encoder == "libx264":
-        vs.options = {"crf": str(crf), "preset": preset}
+        vs.options = {"crf": str(crf), "preset": preset, **({"threads": str(threads)} if threads else {})}
     elif encoder.startswith("libvpx"):
         vs.options = {"crf": str(crf), "b": "0"}
     else:  # mpeg4 and other bitrate-driven encoders: generous bitrate for near-transparent quality
@@ -439,11 +464,14 @@ def codec_ceiling(src: str | Path, crf: int = 18, preset: str = "veryfast", code
 
 def transcode(src: str | Path, dst: str | Path, process: ProcessFn | None = None, *, stream: StreamFn | None = None,
               batch: int = 1, progress: bool = True, queue_size: int = 8, crf: int = 18, preset: str = "veryfast",
-              codec: str | None = None, planes: Planes | None = None) -> dict:
+              codec: str | None = None, planes: Planes | None = None, codec_nice: int = CODEC_NICE,
+              encoder_threads: int | None = None) -> dict:
     """Decode ``src``, pass frames (lists of up to ``batch`` RGB arrays) through ``process``, encode to ``dst``.
 
     ``planes`` (:func:`video_planes`' answer for ``src`` and ``dst``): the frames are the decoder's I420 planes
     instead (``3H/2 x W`` arrays, returned in the same form), written with the input's colour tags.
+    ``codec_nice``: the decode and encode threads (and the codecs' own) run this much nicer than the caller
+    (:func:`lower_priority`).  ``encoder_threads``: libx264's threads (None: its own choice, 1.5 per core).
 
     ``stream`` instead of ``process``: a function of the iterable of batches (consumed in a thread of its
     own) and the run's stop event, yielding each batch's frames in order (the pipeline's streaming executor).
@@ -473,10 +501,10 @@ def transcode(src: str | Path, dst: str | Path, process: ProcessFn | None = None
             raise MediaError(f"cannot write {dst}: {_first_line(exc)}") from exc
         reader = writer = None
         try:
-            vs = _add_video_stream(out, encoder, info, crf, preset, planes)
+            vs = _add_video_stream(out, encoder, info, crf, preset, planes, encoder_threads)
             astream = _add_audio_copy(out, src, dst.suffix.lower())
-            reader = _Reader(src, frames_in, stop, planes)
-            writer = _Writer(out, vs, info.fps, src, astream, frames_out, stop, planes)
+            reader = _Reader(src, frames_in, stop, planes, codec_nice)
+            writer = _Writer(out, vs, info.fps, src, astream, frames_out, stop, planes, codec_nice)
             reader.start()
             writer.start()
             with _progress(progress) as bar, contextlib.closing(
