@@ -5,7 +5,8 @@ One torch FP16 pipeline (CUDA, streaming, BATCH frames per call, default 8) on t
 of 1080p H.264 with AAC audio, `bench.e2e`'s frames); the codecs alone on it first (`codec_ceiling`, both
 forms), then file-to-file runs and pass-through runs (the same threads, no pipeline work) with the codec
 threads' niceness (`codec_nice`: the decode and encode threads and the codecs' own workers, which inherit it) and
-libx264's thread count varied, frames as planes and as RGB.  Each run records its FPS and the CPU time the
+libx264's thread count varied, and the interpreter's switch interval (how long a thread that wants the GIL waits
+for a thread that holds it), frames as planes and as RGB; the codecs alone again at the end.  Each run records its FPS and the CPU time the
 process used per second of wall time (cores busy).  One JSON file."""
 import json
 import os
@@ -38,13 +39,19 @@ def timed(fn):
     return stats, round((c1.user + c1.system - c0.user - c0.system) / wall, 2)
 
 
+SWITCH = float(os.environ.get("SWITCH_S", "0")) or None  # only this switch interval (else the sweep below)
 with Pipeline(backend="torch", precision="fp16", device="cuda", batch=batch, out=os.environ.get("ARTS", "/tmp/arts")) as pipe:
     pipe.set_source(source.rgb)
     pipe.process_video(src, tmp / "warm.mp4", progress=False)  # shapes, graphs, ring
-    for planes in (True, False):
+    default_switch = sys.getswitchinterval()
+    combos = [(sw, nice, threads, planes) for planes in (True, False)
+              for sw in ((SWITCH,) if SWITCH else (default_switch,))
+              for nice, threads in ((0, None), (10, None), (0, 12), (10, 12))]
+    for sw, nice, threads, planes in combos:  # noqa
         pipe.video_planes = None if planes else False
         form = pipe.video_planes_for(src)
-        for nice, threads in ((0, None), (5, None), (10, None), (19, None), (0, 12), (10, 12), (0, 8)):
+        sys.setswitchinterval(sw)
+        try:
             for kind in ("pipeline", "passthrough"):
                 if kind == "pipeline":
                     stats, cores = timed(lambda: pipe.process_video(src, tmp / "o.mp4", progress=False,
@@ -52,8 +59,12 @@ with Pipeline(backend="torch", precision="fp16", device="cuda", batch=batch, out
                 else:
                     stats, cores = timed(lambda: transcode(src, tmp / "p.mp4", list, batch=batch, progress=False,
                                                            planes=form, codec_nice=nice, encoder_threads=threads))
-                row = {"kind": kind, "frames_as": stats["frames_as"], "codec_nice": nice,
+                row = {"kind": kind, "frames_as": stats["frames_as"], "switch_interval_s": sw, "codec_nice": nice,
                        "encoder_threads": threads, "fps": stats["throughput_fps"], "cores_busy": cores}
                 res["runs"].append(row)
                 print(row, flush=True)
+        finally:
+            sys.setswitchinterval(default_switch)
+res["ceiling_after"] = codec_ceiling(src)
+print(res["ceiling_after"], flush=True)
 (out / "contention.json").write_text(json.dumps(res, indent=1))

@@ -45,6 +45,11 @@ from .queues import put as _put
 # thread, inherited by the threads a codec starts when it opens): the codecs' worker threads take every idle core,
 # and the thread that drives the GPU must not wait behind them (measured in benchmarks/NOTES.md, session 8)
 CODEC_NICE = 0
+# batches of results the encoder's queue holds: the GPU work of the next batches goes on while the encoder works
+# through the last ones (one batch: the two take turns; measured in benchmarks/NOTES.md, session 8)
+OUT_BATCHES = 3
+# encode-only runs of each form in codec_ceiling; the fastest is the ceiling (the strictest)
+CEILING_RUNS = 2
 
 # container suffix -> (FFmpeg muxer, video encoders in order of preference)
 CONTAINERS = {
@@ -412,7 +417,7 @@ def _processed(q: queue.Queue, reader, writer, src: Path, dst: Path, batch: int,
 
 
 def codec_ceiling(src: str | Path, crf: int = 18, preset: str = "veryfast", codec: str | None = None,
-                  suffix: str = ".mp4") -> dict:
+                  suffix: str = ".mp4", runs: int = CEILING_RUNS) -> dict:
     """What the host's codecs alone do on ``src``: decode it into memory (timed, decoder threads as in
     :func:`transcode`), then encode those frames with :func:`transcode`'s encoder and settings into a
     temporary file (timed: the encode-only ceiling a file-to-file run is compared with).  Keeps every frame in
@@ -422,7 +427,8 @@ def codec_ceiling(src: str | Path, crf: int = 18, preset: str = "veryfast", code
     swscale conversions included: ``decode_only_rgb_fps``, ``encode_only_rgb_fps``) and, when the video can
     travel as planes (:func:`planes_for`), its I420 planes (no conversion: ``decode_only_fps``,
     ``encode_only_fps``, the encoder alone).  ``encode_only_fps`` is the strictest ceiling the video allows:
-    the planes' when there are planes, else the RGB frames'.
+    the planes' when there are planes, else the RGB frames'.  Each form is encoded ``runs`` times and the
+    fastest run counts (``encode_only*_runs`` lists them all: a host's codec speed varies from run to run).
     """
     import tempfile
 
@@ -444,18 +450,22 @@ def codec_ceiling(src: str | Path, crf: int = 18, preset: str = "veryfast", code
                 v.thread_type = "AUTO"
                 frames = [_pixels(f, form) for f in c.decode(v)]
             decode_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            with av.open(str(Path(tmp) / f"ceiling{tag}{suffix}"), "w", format=fmt) as out:
-                vs = _add_video_stream(out, encoder, info, crf, preset, form)
-                for i, arr in enumerate(frames):
-                    frame = _frame(av, arr, form)
-                    frame.pts, frame.time_base = i, tb
-                    out.mux(vs.encode(frame))
-                out.mux(vs.encode())
-            encode_s = time.perf_counter() - t0
             n = res["frames"] = len(frames)
+            speeds = []
+            for _ in range(max(1, int(runs))):
+                t0 = time.perf_counter()
+                with av.open(str(Path(tmp) / f"ceiling{tag}{suffix}"), "w", format=fmt) as out:
+                    vs = _add_video_stream(out, encoder, info, crf, preset, form)
+                    for i, arr in enumerate(frames):
+                        frame = _frame(av, arr, form)
+                        frame.pts, frame.time_base = i, tb
+                        out.mux(vs.encode(frame))
+                    out.mux(vs.encode())
+                encode_s = time.perf_counter() - t0
+                speeds.append(round(n / encode_s, 2) if encode_s > 0 else None)
             res[f"decode_only{tag}_fps"] = round(n / decode_s, 2) if decode_s > 0 else None
-            res[f"encode_only{tag}_fps"] = round(n / encode_s, 2) if encode_s > 0 else None
+            res[f"encode_only{tag}_fps"] = max((v for v in speeds if v), default=None)
+            res[f"encode_only{tag}_runs"] = speeds
             del frames
     if planes is None:
         res["decode_only_fps"], res["encode_only_fps"] = res["decode_only_rgb_fps"], res["encode_only_rgb_fps"]
@@ -491,7 +501,7 @@ def transcode(src: str | Path, dst: str | Path, process: ProcessFn | None = None
     batch = max(1, int(batch))
     stop = threading.Event()
     frames_in: queue.Queue = queue.Queue(maxsize=max(queue_size, batch))
-    frames_out: queue.Queue = queue.Queue(maxsize=max(queue_size, batch))
+    frames_out: queue.Queue = queue.Queue(maxsize=max(queue_size, OUT_BATCHES * batch))
     t0 = time.perf_counter()
     n = 0
     with atomic_path(dst) as tmp:
