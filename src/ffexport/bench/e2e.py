@@ -373,7 +373,8 @@ def _video_run(pipe, cfg: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="ffexport-bench-") as tmp:
         # the same decode and encode threads and queues with no pipeline work: the floor of the video path itself
         passthrough = transcode(src, Path(tmp) / "passthrough.mp4", list, batch=pipe.batch, progress=False,
-                                planes=pipe.video_planes_for(src) if pipe.streaming else None)
+                                planes=pipe.video_planes_for(src) if pipe.streaming else None,
+                                **pipe.codec_threads())
         stats = pipe.process_video(src, Path(tmp) / "out.mp4", progress=False)
     fps, top = stats.get("throughput_fps"), ceiling.get("encode_only_fps")
     return {"status": "ok", "frames": stats["frames"], "seconds": stats["seconds"],
@@ -383,6 +384,8 @@ def _video_run(pipe, cfg: dict) -> dict:
             "batch": stats.get("batch"), "encode_only_fps": top, "decode_only_fps": ceiling.get("decode_only_fps"),
             "preset": ceiling.get("preset"), "passthrough_fps": passthrough.get("throughput_fps"),
             "frames_as": stats.get("frames_as"), "encode_only_rgb_fps": ceiling.get("encode_only_rgb_fps"),
+            "codec_nice": stats.get("codec_nice"), "encoder_threads": stats.get("encoder_threads"),
+            "encode_only_runs": ceiling.get("encode_only_runs"),
             "decode_only_rgb_fps": ceiling.get("decode_only_rgb_fps"),
             "of_encode_only": round(fps / top, 3) if fps and top else None,
             "of_encode_only_rgb": (round(fps / ceiling["encode_only_rgb_fps"], 3)

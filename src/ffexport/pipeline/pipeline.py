@@ -516,6 +516,16 @@ class Pipeline:
             raise InputSpecError("no source face: call set_source(image) first")
         return self._compute(x8)
 
+    def codec_threads(self) -> dict:
+        """How a video's codec threads run beside this pipeline (:func:`~.video.transcode`'s ``codec_nice`` and
+        ``encoder_threads``): on CUDA nicer than the thread that drives the GPU, and libx264 on 3/4 of the cores;
+        on a CPU as the codecs choose."""
+        if self.device.type != "cuda":
+            return {}
+        from .video import GPU_CODEC_NICE, gpu_encoder_threads
+
+        return {"codec_nice": GPU_CODEC_NICE, "encoder_threads": gpu_encoder_threads()}
+
     # --- frames as YUV 4:2:0 planes ---------------------------------------------------------------
     def video_planes_for(self, src: str | Path, dst: str | Path = "out.mp4", codec: str | None = None):
         """The :class:`~.yuv.Planes` in which the video ``src``'s frames travel when written to ``dst`` (see
@@ -622,6 +632,7 @@ class Pipeline:
         """Swap faces in every frame of ``src`` and write ``dst`` with the same frames, rate, size and audio.
 
         ``encode`` goes to :func:`ffexport.pipeline.video.transcode` (``crf``, ``preset``, ``codec``,
+        ``codec_nice``, ``encoder_threads``: :meth:`codec_threads` by default,
         ``queue_size``).  Frames without a face pass through unchanged.  With ``batch="auto"`` the batch is
         chosen for this video first (:func:`~.autobatch.choose_batch`, on its first frames); the statistics
         record the batch (``batch``, and ``batch_auto``: how it was chosen) and the path (``executor``).
@@ -636,6 +647,7 @@ class Pipeline:
         batch = choice["batch"] if choice else self.batch
         self._warm_call_sizes(batch)
         before = dict(self.stats)
+        encode = {**self.codec_threads(), **encode}
         if self.streaming:
             planes = self.video_planes_for(src, dst, encode.get("codec"))
             stream = self.process_batches if planes is None else partial(self.process_batches, planes=planes)

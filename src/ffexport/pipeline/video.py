@@ -42,9 +42,19 @@ from .queues import Failure as _Failure
 from .queues import put as _put
 
 # how much lower than the caller's the decode and encode threads' scheduling priority is (Linux niceness, per
-# thread, inherited by the threads a codec starts when it opens): the codecs' worker threads take every idle core,
-# and the thread that drives the GPU must not wait behind them (measured in benchmarks/NOTES.md, session 8)
+# thread, inherited by the threads a codec starts when it opens).  0 by default; beside a GPU pipeline
+# (Pipeline.process_video on CUDA) GPU_CODEC_NICE, and libx264 on 3/4 of the cores (gpu_encoder_threads): the
+# codecs' worker threads take every idle core, and the thread that drives the GPU must not wait behind them
+# (file to file +15-25 % on the H200 host, benchmarks/NOTES.md, session 8)
 CODEC_NICE = 0
+GPU_CODEC_NICE = 10
+
+
+def gpu_encoder_threads() -> int:
+    """libx264's threads beside a GPU pipeline: 3/4 of this machine's cores (libx264's own choice is 1.5 per
+    core), the rest left to the decoder and the pipeline's threads."""
+    return max(1, (os.cpu_count() or 4) * 3 // 4)
+
 # batches of results the encoder's queue holds: the GPU work of the next batches goes on while the encoder works
 # through the last ones (one batch: the two take turns; measured in benchmarks/NOTES.md, session 8)
 OUT_BATCHES = 3
@@ -554,4 +564,5 @@ def transcode(src: str | Path, dst: str | Path, process: ProcessFn | None = None
             "fps": float(info.fps), "fps_fraction": f"{info.fps.numerator}/{info.fps.denominator}",
             "video_codec": encoder, "audio_codec": info.audio_codec,
             "frames_as": "rgb24" if planes is None else planes.name, "audio_packets": writer.audio_packets,
+            "codec_nice": codec_nice, "encoder_threads": encoder_threads,
             "seconds": round(seconds, 3), "throughput_fps": round(n / seconds, 2) if seconds > 0 else None}
