@@ -3,7 +3,7 @@
 # onnxruntime-gpu under $ORT_SITE for the ort part; see the README's "Staging onnxruntime-gpu"):
 #
 #     OUT=/some/folder bash benchmarks/gpu_session8.sh video          # file to file, frames as YUV planes
-#     OUT=/some/folder bash benchmarks/gpu_session8.sh compile        # the compile backend, streaming
+#     OUT=/some/folder bash benchmarks/gpu_session8.sh compile compile-enhancer  # the compile backend, streaming
 #     OUT=/some/folder bash benchmarks/gpu_session8.sh ort            # onnxruntime rows at batch 1
 #
 # video: the torch FP16 streaming rows at 8 and 32 frames per call with the decode/encode-included video part:
@@ -11,7 +11,7 @@
 #      host's codecs alone are measured on both forms (planes and RGB) in the same worker; then the GPU tests of
 #      the planes path.
 # compile: the compile backend (torch.compile, CUDA graphs) FP16 through the streaming executor, without the
-#      enhancer at 8 and 32 frames per call, then with GFPGAN-1.4 at 32 (inductor's cache shared by the rows).
+#      enhancer at 32 frames per call; compile-enhancer: with GFPGAN-1.4 at 32 (inductor's cache shared).
 # ort: builds the ONNX artifacts, then the onnxruntime FP16 and FP32 rows at batch 1 (call size 2 warmed too).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -30,15 +30,16 @@ part() {
       python3 -m pytest -q -rs -p no:cacheprovider tests/pipeline/test_yuv.py tests/pipeline/test_streaming_gpu.py \
         2>&1 | tee "$OUT/gpu_tests_planes.log" ;;
     compile)
-      bench compile-streaming --backends compile --precisions fp16 --pipeline-batch 8,32 --no-enhance --no-video \
-        --timeout 240
-      bench compile-enhancer --backends compile --precisions fp16 --pipeline-batch 32 --enhance --no-video \
+      bench compile-streaming --backends compile --precisions fp16 --pipeline-batch 32 --no-enhance --no-video \
         --timeout 300 ;;
+    compile-enhancer)
+      bench compile-enhancer --backends compile --precisions fp16 --pipeline-batch 32 --enhance --no-video \
+        --timeout 420 ;;
     ort)
       python3 -m ffexport build --module mtcnn_pnet,mtcnn_rnet,mtcnn_onet,encoder,generator,blender \
         --precisions fp32,fp16 --no-trt --jobs 4 --out "$ARTS" 2>&1 | tee "$OUT/ort-build.log"
       bench ort-b1 --backends ort --precisions fp32,fp16 --pipeline-batch 1 --no-enhance --no-video --timeout 150 ;;
-    *) echo "unknown part $1; use video, compile or ort" >&2; return 2 ;;
+    *) echo "unknown part $1; use video, compile, compile-enhancer or ort" >&2; return 2 ;;
   esac
 }
 for p in "$@"; do part "$p"; done
