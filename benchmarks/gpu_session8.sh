@@ -12,6 +12,8 @@
 #      the planes path.
 # compile: the compile backend (torch.compile, CUDA graphs) FP16 through the streaming executor, without the
 #      enhancer at 32 frames per call; compile-enhancer: with GFPGAN-1.4 at 32 (inductor's cache shared).
+# compile-sweep: compile with GFPGAN-1.4 at 32 frames a call and 8 or 16 faces an enhancer call; compile without
+#      the enhancer at 64 frames a call.
 # ort: builds the ONNX artifacts, then the onnxruntime FP16 and FP32 rows at batch 1 (call size 2 warmed too).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +23,10 @@ ARTS=${FFEXPORT_ARTIFACTS:-/tmp/arts}
 export PYTHONPATH="${ORT_SITE:-/tmp/ortgpu}:$SITE:$PWD/src" PYTHONUNBUFFERED=1
 bench() {  # name, options
   python3 -m ffexport bench --modules none --pipeline --frames 256 --no-naive --out "$ARTS" --report "$OUT/$1" "${@:2}"
+}
+configs() {  # a copy of configs/ with enhance_faces_per_call $1
+  local d; d=$(mktemp -d)/configs && cp -r configs "$d" \
+    && sed -i "s/^enhance_faces_per_call:.*/enhance_faces_per_call: $1/" "$d/pipeline.yaml" && echo "$d"
 }
 part() {
   case "$1" in
@@ -35,11 +41,18 @@ part() {
     compile-enhancer)
       bench compile-enhancer --backends compile --precisions fp16 --pipeline-batch 32 --enhance --no-video \
         --timeout 420 ;;
+    compile-sweep)  # the enhancer's call size under compile, and 64 frames a call without it
+      for n in 8 16; do
+        bench compile-enhancer-$n --backends compile --precisions fp16 --pipeline-batch 32 --enhance --no-video \
+          --timeout 240 --config-dir "$(configs $n)"
+      done
+      bench compile-streaming-64 --backends compile --precisions fp16 --pipeline-batch 64 --no-enhance --no-video \
+        --timeout 200 ;;
     ort)
       python3 -m ffexport build --module mtcnn_pnet,mtcnn_rnet,mtcnn_onet,encoder,generator,blender \
         --precisions fp32,fp16 --no-trt --jobs 4 --out "$ARTS" 2>&1 | tee "$OUT/ort-build.log"
       bench ort-b1 --backends ort --precisions fp32,fp16 --pipeline-batch 1 --no-enhance --no-video --timeout 150 ;;
-    *) echo "unknown part $1; use video, compile, compile-enhancer or ort" >&2; return 2 ;;
+    *) echo "unknown part $1; use video, compile, compile-enhancer, compile-sweep or ort" >&2; return 2 ;;
   esac
 }
 for p in "$@"; do part "$p"; done
