@@ -48,11 +48,14 @@ part() {
       done
       bench compile-streaming-64 --backends compile --precisions fp16 --pipeline-batch 64 --no-enhance --no-video \
         --timeout 200 ;;
+    compile-enhancer-again)  # the row of compile-enhancer again, and 64 frames a call
+      bench compile-enhancer-again --backends compile --precisions fp16 --pipeline-batch 32,64 --enhance \
+        --no-video --timeout 300 ;;
     ort)
       python3 -m ffexport build --module mtcnn_pnet,mtcnn_rnet,mtcnn_onet,encoder,generator,blender \
         --precisions fp32,fp16 --no-trt --jobs 4 --out "$ARTS" 2>&1 | tee "$OUT/ort-build.log"
       bench ort-b1 --backends ort --precisions fp32,fp16 --pipeline-batch 1 --no-enhance --no-video --timeout 150 ;;
-    *) echo "unknown part $1; use video, compile, compile-enhancer, compile-sweep or ort" >&2; return 2 ;;
+    *) echo "unknown part $1; use video, compile, compile-enhancer, compile-sweep, compile-enhancer-again or ort" >&2; return 2 ;;
   esac
 }
 for p in "$@"; do part "$p"; done
