@@ -141,3 +141,28 @@ def test_the_codec_ceiling_measures_both_forms(tmp_path):
         assert c[key] > 0
     c444 = codec_ceiling(make_video(tmp_path / "f.mp4", frames=4, size=(120, 160), pix_fmt="yuv444p"))
     assert c444["planes"] is None and c444["encode_only_fps"] == c444["encode_only_rgb_fps"]
+
+
+def test_codec_threads_options(tmp_path, pipe):
+    """The codec threads' niceness and libx264's thread count reach the codecs and the statistics; on a CPU the
+    pipeline leaves both to the codecs."""
+    import os
+    import threading
+
+    from ffexport.pipeline.video import lower_priority, transcode
+
+    assert pipe.codec_threads() == {}  # a CPU pipeline: as the codecs choose
+    box = {}
+
+    def probe_thread():
+        box["nice"] = lower_priority(3)
+        box["now"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    t = threading.Thread(target=probe_thread)
+    t.start()
+    t.join()
+    assert box["nice"] == box["now"] == os.getpriority(os.PRIO_PROCESS, 0) + 3  # that thread alone
+    src = make_video(tmp_path / "g.mp4", frames=4, size=(120, 160))
+    stats = transcode(src, tmp_path / "h.mp4", list, progress=False, codec_nice=5, encoder_threads=2)
+    assert stats["frames"] == 4 and stats["codec_nice"] == 5 and stats["encoder_threads"] == 2
+    assert os.getpriority(os.PRIO_PROCESS, 0) == box["now"] - 3  # the caller's own priority is unchanged
