@@ -51,11 +51,16 @@ part() {
     compile-enhancer-again)  # the row of compile-enhancer again, and 64 frames a call
       bench compile-enhancer-again --backends compile --precisions fp16 --pipeline-batch 32,64 --enhance \
         --no-video --timeout 300 ;;
+    nhwc)  # MTCNN's nets channels-last: the cascade alone (A/B), then the pipeline rows at 32 frames a call
+      python3 benchmarks/gpu_profile_batch.py "$OUT/profile-nhwc" compile 2>&1 | grep -v Warning \
+        | tee "$OUT/profile-nhwc.log" | grep -E "channels_last|nchw|proposed"
+      bench nhwc-streaming --backends torch,compile --precisions fp16 --pipeline-batch 32 --no-enhance --no-video \
+        --timeout 200 ;;
     ort)
       python3 -m ffexport build --module mtcnn_pnet,mtcnn_rnet,mtcnn_onet,encoder,generator,blender \
         --precisions fp32,fp16 --no-trt --jobs 4 --out "$ARTS" 2>&1 | tee "$OUT/ort-build.log"
       bench ort-b1 --backends ort --precisions fp32,fp16 --pipeline-batch 1 --no-enhance --no-video --timeout 150 ;;
-    *) echo "unknown part $1; use video, compile, compile-enhancer, compile-sweep, compile-enhancer-again or ort" >&2; return 2 ;;
+    *) echo "unknown part $1; use video, compile, compile-enhancer, compile-sweep, compile-enhancer-again, nhwc or ort" >&2; return 2 ;;
   esac
 }
 for p in "$@"; do part "$p"; done

@@ -99,7 +99,8 @@ class MTCNNDetector:
     def __init__(self, pnet: Net, rnet: Net, onet: Net, device: torch.device | str = "cpu",
                  thresholds: Sequence[float] = (0.6, 0.7, 0.7), min_face: float = 20, factor: float = 0.709,
                  nms_thresholds: Sequence[float] = (0.5, 0.7, 0.7, 0.7), max_batch: int | None = None,
-                 pad_batches: bool = False, capacity: Capacity | None = None, cuda_graphs: bool = False):
+                 pad_batches: bool = False, capacity: Capacity | None = None, cuda_graphs: bool = False,
+                 channels_last: bool = False):
         if not 0.0 < factor < 1.0:
             raise ValueError(f"pyramid factor must be in (0, 1), got {factor}")
         if min_face < 1:
@@ -118,6 +119,8 @@ class MTCNNDetector:
         self.fallbacks = 0  # batches the fixed-shape cascade handed to the variable-size one (overflow)
         # the fixed-shape cascade captured as one CUDA graph per input shape (nets that torch runs on the device)
         self.cuda_graphs = bool(cuda_graphs) and capacity is not None
+        # the nets' inputs channels-last (NHWC): for nets whose weights are (Stage.channels_last)
+        self.channels_last = bool(channels_last)
         self._graphs: dict[tuple, tuple] = {}
 
     @classmethod
@@ -155,6 +158,8 @@ class MTCNNDetector:
                 size = bucket(m, self.max_batch)
                 if size > m:
                     chunk = torch.cat([chunk, chunk.new_zeros(size - m, *chunk.shape[1:])])
+            if self.channels_last:
+                chunk = chunk.contiguous(memory_format=torch.channels_last)
             out = net({"input": chunk})
             parts.append({k: v[:m].to(self.device) for k, v in out.items()})
         if len(parts) == 1:
@@ -374,13 +379,14 @@ class MTCNNDetector:
 class MTCNN:
     """The pipeline's MTCNN detector on ``stages`` (``mtcnn_pnet``, ``mtcnn_rnet``, ``mtcnn_onet``; built, owned and
     closed by the caller).  Frames with a side longer than ``max_side`` are detected on a copy scaled to it
-    (``None`` or 0: never); ``score_threshold`` is O-Net's (0.7 when None)."""
+    (``None`` or 0: never); ``score_threshold`` is O-Net's (0.7 when None).  ``channels_last``: on a GPU, nets
+    that torch runs inside the cascade's CUDA graph run channels-last (:meth:`Stage.channels_last`)."""
 
     kind = "mtcnn"
 
     def __init__(self, stages: Mapping[str, Stage], device: torch.device | str = "cpu",
                  score_threshold: float | None = None, min_face: float = 20.0,
-                 max_side: int | None = MTCNN_MAX_SIDE):
+                 max_side: int | None = MTCNN_MAX_SIDE, channels_last: bool = True):
         self.stages: dict[str, Stage] = {m: stages[m] for m in MTCNN_MODULES}
         self.device = torch.device(device)
         self.max_side = max_side
@@ -394,14 +400,16 @@ class MTCNN:
         # nets that torch runs are captured with the cascade in one CUDA graph (compiled ones run eager: a graph
         # is not captured inside another)
         graphs = gpu and all(s.backend in TORCH_BACKENDS for s in self.stages.values())
+        nhwc = False
         if graphs:
             for s in self.stages.values():
                 # inside the cascade's graph the eager nets launch nothing the graph does not replay at once;
                 # compiling them would cost a compilation per pyramid level and batch for little
                 s.run_eager()
+            nhwc = channels_last and all([s.channels_last() for s in self.stages.values()])
         self.cascade = MTCNNDetector(*self.stages.values(), device=self.device, thresholds=(0.6, 0.7, last),
                                      min_face=min_face, max_batch=min(batch) if batch else None, pad_batches=pad,
-                                     capacity=capacity, cuda_graphs=graphs)
+                                     capacity=capacity, cuda_graphs=graphs, channels_last=nhwc)
 
     def detect(self, images: torch.Tensor) -> list[Faces]:
         """Per frame of ``images`` (``B x 3 x H x W`` float RGB in [0, 255]): boxes, 5 landmarks, scores."""

@@ -79,6 +79,16 @@ class Stage:
             self.runner.eager = True
             self.pad_batches = False
 
+    def channels_last(self) -> bool:
+        """Keep a torch module's weights channels-last (NHWC) on CUDA, for callers that feed it channels-last
+        inputs: cuDNN's FP16 tensor-core convolutions then need no layout transpose before and after each
+        convolution.  True when done (torch and compile backends on CUDA); the results are the same up to the
+        convolution algorithms' rounding."""
+        if self.backend not in TORCH_BACKENDS or not str(self.runner.device).startswith("cuda"):
+            return False
+        self.runner.model = self.runner.model.to(memory_format=torch.channels_last)
+        return True
+
     def warm_call_sizes(self, items: int) -> list[int]:
         """Run each call size that calls of up to ``items`` items use (powers of two up to ``items`` rounded up to
         one, at least 2, at most ``max_batch``) until its CUDA graph is captured, so that no size is first met, and
