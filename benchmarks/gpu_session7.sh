@@ -16,13 +16,7 @@
 #      configs/pipeline.yaml).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/ffexport-speed}
-SITE=${BENCH_SITE:-/tmp/site}
-ARTS=${FFEXPORT_ARTIFACTS:-/tmp/arts}
-export PYTHONPATH="${ORT_SITE:-/tmp/ortgpu}:$SITE:$PWD/src" PYTHONUNBUFFERED=1
-bench() {  # name, options
-  python3 -m ffexport bench --modules none --pipeline --frames 256 --no-naive --out "$ARTS" --report "$OUT/$1" "${@:2}"
-}
+. benchmarks/gpu_bench_env.sh
 configs() {  # a copy of configs/ with the serial executor and MTCNN's detection size $1
   local d; d=$(mktemp -d)/configs && cp -r configs "$d" && echo "streaming: false" >> "$d/pipeline.yaml" \
     && sed -i "s/^detect_max_side:.*/detect_max_side: $1/" "$d/pipeline.yaml" && echo "$d"

@@ -17,13 +17,7 @@
 # ort: builds the ONNX artifacts, then the onnxruntime FP16 and FP32 rows at batch 1 (call size 2 warmed too).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/ffexport-speed}
-SITE=${BENCH_SITE:-/tmp/site}
-ARTS=${FFEXPORT_ARTIFACTS:-/tmp/arts}
-export PYTHONPATH="${ORT_SITE:-/tmp/ortgpu}:$SITE:$PWD/src" PYTHONUNBUFFERED=1
-bench() {  # name, options
-  python3 -m ffexport bench --modules none --pipeline --frames 256 --no-naive --out "$ARTS" --report "$OUT/$1" "${@:2}"
-}
+. benchmarks/gpu_bench_env.sh
 configs() {  # a copy of configs/ with enhance_faces_per_call $1
   local d; d=$(mktemp -d)/configs && cp -r configs "$d" \
     && sed -i "s/^enhance_faces_per_call:.*/enhance_faces_per_call: $1/" "$d/pipeline.yaml" && echo "$d"

@@ -1,0 +1,10 @@
+# Sourced by the GPU-host benchmark scripts (benchmarks/gpu_session*.sh) from the repository root: where the
+# results, the wheels and the artifacts go, and `bench NAME OPTIONS...`, one pipeline benchmark report under
+# $OUT/NAME (256 timed frames of 1080p, no naive baseline, the artifacts under $ARTS).
+OUT=${OUT:-/tmp/ffexport-speed}
+SITE=${BENCH_SITE:-/tmp/site}
+ARTS=${FFEXPORT_ARTIFACTS:-/tmp/arts}
+export PYTHONPATH="${ORT_SITE:-/tmp/ortgpu}:$SITE:$PWD/src" PYTHONUNBUFFERED=1
+bench() {  # name, options
+  python3 -m ffexport bench --modules none --pipeline --frames 256 --no-naive --out "$ARTS" --report "$OUT/$1" "${@:2}"
+}
