@@ -248,6 +248,21 @@ def test_a_calibration_image_over_the_pixel_limit_is_refused_from_its_header(wor
     _unchanged(work, before)
 
 
+def test_a_target_image_over_the_pixel_limit_is_refused_from_its_header(work):
+    """swap's target: a 12000 x 7000 PNG (84 megapixels, a few KB at one bit per pixel), named with the limit and
+    never decoded; nothing is built."""
+    from helpers.media import astronaut
+    from PIL import Image
+
+    Image.fromarray(astronaut()).save(work / "face.png")
+    Image.new("1", (12000, 7000)).save(work / "poster.png")
+    before = _tree(work)
+    _one_line(_ffexport(["swap", "-s", "face.png", "-t", "poster.png", "-o", "out.png", "--out", "arts"], work),
+              "target image poster.png", "12000x7000 pixels (84.0 megapixels) is over the 80-megapixel limit",
+              "downscale it")
+    _unchanged(work, before)
+
+
 # --- a video without frames -------------------------------------------------------------------------------------
 
 def _frameless_video(path: Path, **options) -> Path:

@@ -147,9 +147,10 @@ class OrtRunner(Runner):
     benchmarks/ort_shape_overhead.py).  On CUDA a convolutional model of at most 64 MB with dynamic
     axes therefore gives every input shape that comes back a session of its own, up to ``shape_sessions``
     (default 16) kept, least recently used dropped.  Larger models keep one session (each session
-    holds its own copy of the weights on the GPU); the pipeline calls those with one face at a time
-    (:class:`ffexport.pipeline.stages.Stage`), so a frame with a second face costs a second call,
-    not two re-plans of a 500 MB model (benchmarks/ort_shape_overhead.py --big measures both).
+    holds its own copy of the weights on the GPU); the pipeline feeds those batches of a few sizes
+    (powers of two, :class:`ffexport.pipeline.stages.Stage`), each size a CUDA-graph session of its own
+    (below) made before frames wait, so a frame with a second face does not re-plan a 500 MB model
+    (benchmarks/ort_shape_overhead.py --big measures a re-plan).
 
     CUDA graphs (``cuda_graph=True``, opt-in, CUDA only; ignored on the CPU): an input shape seen a second
     time gets a session of its own created with the CUDA provider's ``enable_cuda_graph``, and device buffers

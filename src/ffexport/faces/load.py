@@ -102,17 +102,18 @@ def _read_landmarks(json_path: Path, height: int, width: int) -> tuple[np.ndarra
 
 # --- loading ----------------------------------------------------------------------------
 
-def _too_large(width: int, height: int) -> str:
+def _too_large(width: int, height: int, limit: int = MAX_MEGAPIXELS, what: str = "face images") -> str:
     """Why an image of this size is refused, or ``""``."""
-    if width * height <= MAX_MEGAPIXELS * 1_000_000:
+    if width * height <= limit * 1_000_000:
         return ""
-    return (f"{width}x{height} pixels ({width * height / 1e6:.1f} megapixels) is over the {MAX_MEGAPIXELS}-megapixel "
-            "limit for face images: downscale it")
+    return (f"{width}x{height} pixels ({width * height / 1e6:.1f} megapixels) is over the {limit}-megapixel "
+            f"limit for {what}: downscale it")
 
 
-def _open(path, Image):
-    """``Image.open`` (the header only); an image beyond the size limit raises :class:`ImageTooLargeError`
-    before a pixel is decoded, also where PIL's own decompression-bomb check would warn or refuse first."""
+def open_within(path, Image, limit: int = MAX_MEGAPIXELS, what: str = "face images"):
+    """``Image.open`` (the header only); an image of more than ``limit`` megapixels raises
+    :class:`ImageTooLargeError` (naming its size, the limit and ``what`` it is for) before a pixel is decoded,
+    also where PIL's own decompression-bomb check would warn or refuse first."""
     import re
 
     try:
@@ -122,9 +123,8 @@ def _open(path, Image):
     except Image.DecompressionBombError as exc:
         m = re.search(r"\((\d+) pixels\)", str(exc))
         pixels = f"{int(m.group(1)) / 1e6:.1f} megapixels" if m else "more megapixels than PIL decodes"
-        raise ImageTooLargeError(f"{pixels} is over the {MAX_MEGAPIXELS}-megapixel limit for face images: "
-                                 "downscale it") from None
-    why = _too_large(*im.size)
+        raise ImageTooLargeError(f"{pixels} is over the {limit}-megapixel limit for {what}: downscale it") from None
+    why = _too_large(*im.size, limit, what)
     if why:
         im.close()
         raise ImageTooLargeError(why)
@@ -136,7 +136,7 @@ def read_rgb(path: str | Path) -> np.ndarray:
     :class:`ImageTooLargeError` (read from the header, before decoding) above :data:`MAX_MEGAPIXELS`."""
     from PIL import Image, ImageOps
 
-    with _open(path, Image) as im:
+    with open_within(path, Image) as im:
         im.load()
         im = ImageOps.exif_transpose(im)
         return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()

@@ -14,6 +14,9 @@ from ..fsutil import atomic_path
 IMAGE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".webp": "WEBP",
                  ".tif": "TIFF", ".tiff": "TIFF"}
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
+# the largest source or target image read, in megapixels (an 8K frame is 33, a 60-MP camera's photo 61): larger
+# ones are refused in one line from their header, before their pixels are decoded (PIL warns at 89)
+MAX_IMAGE_MEGAPIXELS = 80
 
 
 def is_image_path(path: str | Path) -> bool:
@@ -21,16 +24,21 @@ def is_image_path(path: str | Path) -> bool:
 
 
 def read_image(path: str | Path, what: str = "image") -> np.ndarray:
-    """``H x W x 3`` RGB uint8, EXIF orientation applied; :class:`MediaError` when it cannot be read."""
+    """``H x W x 3`` RGB uint8, EXIF orientation applied; :class:`MediaError` when it cannot be read or has more
+    than :data:`MAX_IMAGE_MEGAPIXELS` (read from its header, before decoding)."""
+    from ..faces.load import ImageTooLargeError, open_within
+
     Image = require("PIL.Image", "reading images")
     ImageOps = require("PIL.ImageOps", "reading images")
     p = Path(path)
     if not p.is_file():
         raise MediaError(f"{what} {p} does not exist or is not a file")
     try:
-        with Image.open(p) as im:
+        with open_within(p, Image, MAX_IMAGE_MEGAPIXELS, f"{what}s") as im:
             im = ImageOps.exif_transpose(im)
             return np.asarray(im.convert("RGB")).copy()
+    except ImageTooLargeError as exc:
+        raise MediaError(f"{what} {p}: {exc}") from None
     except Exception as exc:  # PIL raises several types for corrupt or unknown files
         raise MediaError(f"cannot read {what} {p}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}") from exc
 
