@@ -5,6 +5,7 @@ OUT=${OUT:-/tmp/ffexport-speed}
 SITE=${BENCH_SITE:-/tmp/site}
 ARTS=${FFEXPORT_ARTIFACTS:-/tmp/arts}
 export PYTHONPATH="${ORT_SITE:-/tmp/ortgpu}:$SITE:$PWD/src" PYTHONUNBUFFERED=1
+mkdir -p "$OUT"
 bench() {  # name, options
   python3 -m ffexport bench --modules none --pipeline --frames 256 --no-naive --out "$ARTS" --report "$OUT/$1" "${@:2}"
 }

@@ -94,6 +94,16 @@ with Pipeline(backend=backend, precision="fp16", device="cuda", batch=B, out="/t
     res["cascade_faces"] = {"nchw": a.shape[0], "nhwc": b.shape[0],
                             "max_box_diff_px": float((a - b).abs().max()) if a.shape == b.shape else None}
     print(res["cascade_faces"], flush=True)
-    res["cascade"] = {"rows": rows, "most_live_per_image": live}
+    res["cascade"] = {"rows": rows}
+    (out / "profile.json").write_text(json.dumps(res, indent=1))  # written again below with the live counts
+    # live candidates per image at each stage of the variable cascade (what a buffer must hold)
+    det = MTCNNDetector(*nets, device="cuda", channels_last=True)
+    live = {"proposed": 0, "refined": 0}
+    for x in imgs:
+        boxes, scores, index = det._propose(x)
+        live["proposed"] = max(live["proposed"], int(torch.bincount(index, minlength=B).max()) if index.numel() else 0)
+        _, _, i2 = det._refine(x, boxes, index)
+        live["refined"] = max(live["refined"], int(torch.bincount(i2, minlength=B).max()) if i2.numel() else 0)
+    res["cascade"]["most_live_per_image"] = live
     print(live, flush=True)
 (out / "profile.json").write_text(json.dumps(res, indent=1))
