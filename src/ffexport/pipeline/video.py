@@ -40,12 +40,13 @@ from ..fsutil import atomic_path
 from .queues import END as _END
 from .queues import Failure as _Failure
 from .queues import put as _put
+from .yuv import Planes
 
 # how much lower than the caller's the decode and encode threads' scheduling priority is (Linux niceness, per
 # thread, inherited by the threads a codec starts when it opens).  0 by default; beside a GPU pipeline
 # (Pipeline.process_video on CUDA) GPU_CODEC_NICE, and libx264 on 3/4 of the cores (gpu_encoder_threads): the
 # codecs' worker threads take every idle core, and the thread that drives the GPU must not wait behind them
-# (file to file +15-25 % on the H200 host, benchmarks/NOTES.md, session 8)
+# (file to file +9-24 % on the H200 host, benchmarks/NOTES.md, session 8)
 CODEC_NICE = 0
 GPU_CODEC_NICE = 10
 
@@ -54,6 +55,7 @@ def gpu_encoder_threads() -> int:
     """libx264's threads beside a GPU pipeline: 3/4 of this machine's cores (libx264's own choice is 1.5 per
     core), the rest left to the decoder and the pipeline's threads."""
     return max(1, (os.cpu_count() or 4) * 3 // 4)
+
 
 # batches of results the encoder's queue holds: the GPU work of the next batches goes on while the encoder works
 # through the last ones (one batch: the two take turns; measured in benchmarks/NOTES.md, session 8)
@@ -70,8 +72,6 @@ CONTAINERS = {
     ".avi": ("avi", ("mpeg4", "libx264")),
     ".webm": ("webm", ("libvpx-vp9", "libvpx")),
 }
-
-from .yuv import Planes
 
 ProcessFn = Callable[[list[np.ndarray]], Sequence[np.ndarray]]
 # batches of frames (and a stop event the function sets when it fails) -> each batch's frames, in order
@@ -177,7 +177,6 @@ def lower_priority(step: int) -> int:
         return nice
     except OSError:
         return 0
-
 
 
 def _pixels(frame, planes: Planes | None) -> np.ndarray:

@@ -118,10 +118,13 @@ def rgb_to_i420(x: torch.Tensor, planes: Planes) -> torch.Tensor:
     b, h, w, _ = x.shape
     kr, kb, kg, y_off, y_scale, c_scale = planes._coefficients()
     f = x.float().div_(255.0)
-    weights = torch.tensor([kr, kg, kb], dtype=f.dtype, device=f.device)
-    y = (f @ weights).mul_(y_scale).add_(y_off)
+
+    def luma(rgb):  # weighted channels (no weights tensor to copy to the device on every call)
+        return kr * rgb[..., 0] + kg * rgb[..., 1] + kb * rgb[..., 2]
+
+    y = luma(f).mul_(y_scale).add_(y_off)
     sub = f.reshape(b, h // 2, 2, w // 2, 2, 3).mean(dim=(2, 4))  # the 2 x 2 average that each chroma sample takes
-    ys = sub @ weights
+    ys = luma(sub)
     cb = (sub[..., 2] - ys).div_(2.0 * (1.0 - kb)).mul_(c_scale).add_(128.0)
     cr = (sub[..., 0] - ys).div_(2.0 * (1.0 - kr)).mul_(c_scale).add_(128.0)
     out = torch.empty((b, i420_rows(h), w), dtype=torch.uint8, device=x.device)
