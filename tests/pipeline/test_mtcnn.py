@@ -267,6 +267,26 @@ def test_fixed_shape_cascade_finds_the_same_faces_as_the_variable_one(detector, 
                 [detector.detect(astronaut)[0], detector.detect(astronaut.flip(-1))[0]])
 
 
+def test_fixed_shape_cascade_gives_the_same_faces_whatever_levels_share_an_nms_call(detector, astronaut,
+                                                                                   monkeypatch):
+    """The pyramid levels' NMS run together, a few levels a call (``NMS_ROWS``): level by level, all at once and
+    a mixed split must keep the same candidates, so the same faces, to the bit (padding is never valid)."""
+    from ffexport.pipeline import mtcnn
+    from ffexport.pipeline.mtcnn import Capacity
+
+    frames = torch.cat([astronaut, astronaut.flip(-1), torch.full_like(astronaut, 128.0)])
+    assert len(detector.scales(*frames.shape[-2:])) > 4  # several levels, some smaller than the buffer
+    results = []
+    for rows in (1, 6, 64):  # 3 images: one level a call, two, all
+        monkeypatch.setattr(mtcnn, "NMS_ROWS", rows)
+        fixed = MTCNNDetector(detector.pnet, detector.rnet, detector.onet, capacity=Capacity())
+        results.append(fixed.detect(frames))
+        assert fixed.fallbacks == 0
+    for other in results[1:]:
+        _same_faces(other, results[0], atol=0.0)
+    assert [r[0].shape[0] for r in results[0]] == [1, 1, 0]
+
+
 @pytest.mark.parametrize("capacity", [dict(level=4), dict(pool=8), dict(refine=2), dict(output=1), dict(rounds=0)])
 def test_fixed_shape_cascade_hands_an_overflowing_batch_to_the_variable_one(detector, astronaut, capacity):
     from ffexport.pipeline.mtcnn import Capacity

@@ -42,6 +42,9 @@ Faces = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # boxes (N, 4), points 
 
 CELL, STRIDE = 12, 2  # P-Net window and step in pyramid pixels
 MAX_CANDIDATES = 4096  # per pyramid level, highest scores first (bounds the NxN NMS matrix)
+# the fixed-shape cascade runs the pyramid levels' NMS together, images x levels at most this many a call
+# (each an N x N overlap matrix of a level's buffer): all levels at once for one image, level by level from 16 up
+NMS_ROWS = 16
 
 
 @dataclass(frozen=True)
@@ -227,9 +230,13 @@ class MTCNNDetector:
     # the fixed-shape cascade ------------------------------------------------------------------
     def _propose_fixed(self, images: torch.Tensor, cap: Capacity):
         """P-Net over the pyramid on fixed buffers: ``(B, R, 8)`` boxes + regression, scores, valid mask, and
-        the images whose buffers overflowed or whose NMS did not settle."""
+        the images whose buffers overflowed or whose NMS did not settle.
+
+        Each level's best windows are padded to one buffer size and the levels' NMS run together, a few levels a
+        call (:data:`NMS_ROWS`): at a small batch the fixed point's rounds are a few launches for the whole pyramid
+        instead of a few per level; padding is never valid, so the faces are the same as level by level."""
         n = images.shape[0]
-        rows, scores, valid = [], [], []
+        levels = []
         bad = torch.zeros(n, dtype=torch.bool, device=images.device)
         for (sx, sy), prob, reg in self._pnet_levels(images):
             gw = prob.shape[-1]
@@ -243,14 +250,25 @@ class MTCNNDetector:
             x1, y1 = (STRIDE * j).float(), (STRIDE * i).float()
             box = torch.stack([x1 / sx, y1 / sy, (x1 + CELL) / sx, (y1 + CELL) / sy], -1)
             r = torch.gather(reg.flatten(2), 2, cell[:, None, :].expand(-1, 4, -1)).transpose(1, 2)
-            order, keep, settled = masked_nms(box, score, live, self.nms_thresholds[0], rounds=cap.rounds)
-            bad |= ~settled
-            rows.append(torch.cat([_take(box, order), _take(r, order)], -1))
-            scores.append(torch.gather(score, 1, order))
-            valid.append(keep)
-        if not rows:
+            levels.append((torch.cat([box, r], -1), score, live))
+        if not levels:
             return None
-        rows, scores, valid = torch.cat(rows, 1), torch.cat(scores, 1), torch.cat(valid, 1)
+        k = max(lv[1].shape[1] for lv in levels)
+        rows = torch.stack([F.pad(row, (0, 0, 0, k - row.shape[1])) for row, _, _ in levels], 1)  # (B, L, K, 8)
+        scores = torch.stack([F.pad(sc, (0, k - sc.shape[1])) for _, sc, _ in levels], 1)
+        live = torch.stack([F.pad(lv, (0, k - lv.shape[1])) for _, _, lv in levels], 1)  # padding: not live
+        per_call = max(1, NMS_ROWS // n)
+        kept_rows, kept_scores, valid = [], [], []
+        for a in range(0, len(levels), per_call):
+            m = min(per_call, len(levels) - a)
+            box, sc = rows[:, a:a + m].reshape(n * m, k, 8), scores[:, a:a + m].reshape(n * m, k)
+            order, keep, settled = masked_nms(box[..., :4], sc, live[:, a:a + m].reshape(n * m, k),
+                                              self.nms_thresholds[0], rounds=cap.rounds)
+            bad |= ~settled.reshape(n, m).all(1)
+            kept_rows.append(_take(box, order).reshape(n, m * k, 8))
+            kept_scores.append(torch.gather(sc, 1, order).reshape(n, m * k))
+            valid.append(keep.reshape(n, m * k))
+        rows, scores, valid = torch.cat(kept_rows, 1), torch.cat(kept_scores, 1), torch.cat(valid, 1)
         idx, over = _best(scores, valid, cap.pool)
         rows, scores, valid = _take(rows, idx), torch.gather(scores, 1, idx), torch.gather(valid, 1, idx)
         order, keep, settled = masked_nms(rows[..., :4], scores, valid, self.nms_thresholds[1], rounds=cap.rounds)
