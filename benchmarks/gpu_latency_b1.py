@@ -1,4 +1,4 @@
-# On the GPU host: PYTHONPATH=/tmp/site:src python3 benchmarks/gpu_latency_b1.py OUT_DIR [BACKENDS] [SIDES]
+# On the GPU host: PYTHONPATH=/tmp/site:src python3 benchmarks/gpu_latency_b1.py OUT_DIR [RUNS] [SIDES] [PARTS]
 """#12 target 2 (p50 frame latency <= 10 ms at batch 1): where a batch-1 frame's time goes.  One JSON file,
 written after each part.
 
@@ -7,10 +7,12 @@ written after each part.
    NMS level by level (``NMS_ROWS=1``, the cascade before this session) and together (16, now): ms per frame
    (median of synchronised calls, the read-back included), CUDA kernels per call (counted by the profiler on the
    same cascade run without its graph), and the faces of the two compared.
-2. The serial pipeline at batch 1 (FP16, ``streaming=False``), per backend (default ``compile,torch``) and
-   detection copy size (default ``1280,640``): frame latency p50/p95 over 256 synchronised frames with the timers
+2. The serial pipeline at batch 1 (FP16, ``streaming=False``), per run (default ``compile,torch``; a backend,
+   or ``compile-padded``: the compile backend with the generator's one-face calls padded to its dynamic graph's 2,
+   as before ``Stage.warm_single_item``) and detection copy size (default ``1280,640``): frame latency p50/p95 over 256 synchronised frames with the timers
    off, faces per frame; the stage timers over 64 frames; torch.profiler over 16 frames: host wall ms, CUDA kernel
-   ms and kernels per frame, by stage range, and the top kernels."""
+   ms and kernels per frame, by stage range, and the top kernels.
+PARTS: ``cascade,pipeline`` (default) or one of them."""
 import json
 import statistics
 import sys
@@ -30,6 +32,7 @@ from ffexport.pipeline.pipeline import Pipeline
 out = Path(sys.argv[1])
 backends = (sys.argv[2] if len(sys.argv) > 2 else "compile,torch").split(",")
 sides = [int(s) for s in (sys.argv[3] if len(sys.argv) > 3 else "1280,640").split(",")]
+parts = (sys.argv[4] if len(sys.argv) > 4 else "cascade,pipeline").split(",")
 out.mkdir(parents=True, exist_ok=True)
 frames, source = frame_set({"calib": None, "faces": 1, "frames": 256, "hw": (1080, 1920)})
 res = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "frames": len(frames)}
@@ -49,113 +52,118 @@ def upload(batch) -> torch.Tensor:
 
 
 # 1. the cascade alone
-with Pipeline(backend="compile", precision="fp16", device="cuda", batch=1, streaming=False, out="/tmp/arts") as pipe:
-    c = pipe.detector.cascade
-    copies = [F.interpolate(upload(frames[i:i + 32]), size=(720, 1280), mode="bilinear", align_corners=False,
-                            antialias=True) for i in range(0, 128, 32)]
-    rows = []
-    faces = {}
-    for nms_rows in (1, 16, 1, 16):  # twice each: the host's noise
-        mtcnn.NMS_ROWS = nms_rows
-        for b in (1, 32):
-            def make(graphs):
-                return MTCNNDetector(c.pnet, c.rnet, c.onet, device="cuda", thresholds=c.thresholds,
-                                     min_face=c.min_face, capacity=Capacity(), cuda_graphs=graphs,
-                                     channels_last=c.channels_last)
-            det = make(True)
-            calls = [x[i:i + b] for x in copies for i in range(0, 32, b)][: (64 if b == 1 else 4)]
-            for x in calls[:3]:
-                det.detect(x)
-            ms = []
-            got = []
-            for x in calls:
-                torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                got += det.detect(x)
-                ms.append((time.perf_counter() - t0) * 1000.0 / b)
-            plain = make(False)
-            plain.detect(calls[0])
-            torch.cuda.synchronize()
-            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+if "cascade" in parts:
+    with Pipeline(backend="compile", precision="fp16", device="cuda", batch=1, streaming=False, out="/tmp/arts") as pipe:
+        c = pipe.detector.cascade
+        copies = [F.interpolate(upload(frames[i:i + 32]), size=(720, 1280), mode="bilinear", align_corners=False,
+                                antialias=True) for i in range(0, 128, 32)]
+        rows = []
+        faces = {}
+        for nms_rows in (1, 16, 1, 16):  # twice each: the host's noise
+            mtcnn.NMS_ROWS = nms_rows
+            for b in (1, 32):
+                def make(graphs):
+                    return MTCNNDetector(c.pnet, c.rnet, c.onet, device="cuda", thresholds=c.thresholds,
+                                         min_face=c.min_face, capacity=Capacity(), cuda_graphs=graphs,
+                                         channels_last=c.channels_last)
+                det = make(True)
+                calls = [x[i:i + b] for x in copies for i in range(0, 32, b)][: (64 if b == 1 else 4)]
+                for x in calls[:3]:
+                    det.detect(x)
+                ms = []
+                got = []
+                for x in calls:
+                    torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    got += det.detect(x)
+                    ms.append((time.perf_counter() - t0) * 1000.0 / b)
+                plain = make(False)
                 plain.detect(calls[0])
                 torch.cuda.synchronize()
-            n_k, k_ms = kernels(prof)
-            faces.setdefault(b, {})[nms_rows] = got
-            rows.append({"nms_rows": nms_rows, "batch": b, "ms_per_frame_p50": round(statistics.median(ms), 4),
-                         "ms_per_frame_min": round(min(ms), 4), "kernels_per_call": n_k,
-                         "kernel_ms_per_frame_ungraphed": round(k_ms / b, 4), "fallbacks": det.fallbacks,
-                         "faces": sum(int(f[0].shape[0]) for f in got)})
-            print(rows[-1], flush=True)
-    mtcnn.NMS_ROWS = 16
-    same = {}
-    for b, by in faces.items():
-        a, z = by[1], by[16]
-        same[b] = max(float((x[0] - y[0]).abs().max()) if x[0].numel() else 0.0 for x, y in zip(a, z)) \
-            if all(x[0].shape == y[0].shape for x, y in zip(a, z)) else "different face counts"
-    res["cascade"] = {"rows": rows, "max_box_difference_px_1_vs_16": same}
-    save()
+                with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                    plain.detect(calls[0])
+                    torch.cuda.synchronize()
+                n_k, k_ms = kernels(prof)
+                faces.setdefault(b, {})[nms_rows] = got
+                rows.append({"nms_rows": nms_rows, "batch": b, "ms_per_frame_p50": round(statistics.median(ms), 4),
+                             "ms_per_frame_min": round(min(ms), 4), "kernels_per_call": n_k,
+                             "kernel_ms_per_frame_ungraphed": round(k_ms / b, 4), "fallbacks": det.fallbacks,
+                             "faces": sum(int(f[0].shape[0]) for f in got)})
+                print(rows[-1], flush=True)
+        mtcnn.NMS_ROWS = 16
+        same = {}
+        for b, by in faces.items():
+            a, z = by[1], by[16]
+            same[b] = max(float((x[0] - y[0]).abs().max()) if x[0].numel() else 0.0 for x, y in zip(a, z)) \
+                if all(x[0].shape == y[0].shape for x, y in zip(a, z)) else "different face counts"
+        res["cascade"] = {"rows": rows, "max_box_difference_px_1_vs_16": same}
+        save()
 
 # 2. the serial pipeline at batch 1
-res["pipeline"] = []
-for backend in backends:
-    for side in sides:
-        row = {"backend": backend, "detect_max_side": side}
-        with Pipeline(backend=backend, precision="fp16", device="cuda", batch=1, streaming=False,
-                      detect_max_side=side, out="/tmp/arts") as pipe:
-            pipe.set_source(source)
-            for f in frames[:24]:
-                pipe.process_frames([f])
-            before = pipe.stats["faces_swapped"]
-            lat = []
-            for f in frames:
+if "pipeline" in parts:
+    res["pipeline"] = []
+    for backend in backends:
+        for side in sides:
+            row = {"run": backend, "detect_max_side": side}
+            with Pipeline(backend=backend.split("-")[0], precision="fp16", device="cuda", batch=1, streaming=False,
+                          detect_max_side=side, out="/tmp/arts") as pipe:
+                pipe.set_source(source)
+                if backend == "compile-padded":
+                    pipe.stages["generator"].single_item_graph = False
+                row["generator_compile_s"] = dict(getattr(pipe.stages["generator"].runner, "compile_s", {}))
+                for f in frames[:24]:
+                    pipe.process_frames([f])
+                before = pipe.stats["faces_swapped"]
+                lat = []
+                for f in frames:
+                    torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    pipe.process_frames([f])
+                    lat.append((time.perf_counter() - t0) * 1000.0)
+                lat.sort()
+                row.update(p50_ms=round(lat[len(lat) // 2], 3), p95_ms=round(lat[int(len(lat) * 0.95)], 3),
+                           min_ms=round(lat[0], 3), faces_per_frame=round((pipe.stats["faces_swapped"] - before)
+                                                                           / len(frames), 3))
+                pipe.timing = True
+                pipe.reset_timings()
+                for f in frames[:64]:
+                    pipe.process_frames([f])
+                pipe.timing = False
+                row["stages_ms"] = {k: round(v * 1000.0 / 64, 3) for k, v in pipe.timings.items()}
+                for name, stage in list(pipe.stages.items()):
+                    run = stage.run
+
+                    def ranged(feeds, _run=run, _name=name):
+                        with record_function(f"stage:{_name}"):
+                            return _run(feeds)
+                    stage.run = ranged
+                detect = pipe.detect
+
+                def detect_ranged(images, _detect=detect):
+                    with record_function("stage:detect"):
+                        return _detect(images)
+                pipe.detect = detect_ranged
+                n = 16
                 torch.cuda.synchronize()
                 t0 = time.perf_counter()
-                pipe.process_frames([f])
-                lat.append((time.perf_counter() - t0) * 1000.0)
-            lat.sort()
-            row.update(p50_ms=round(lat[len(lat) // 2], 3), p95_ms=round(lat[int(len(lat) * 0.95)], 3),
-                       min_ms=round(lat[0], 3), faces_per_frame=round((pipe.stats["faces_swapped"] - before)
-                                                                       / len(frames), 3))
-            pipe.timing = True
-            pipe.reset_timings()
-            for f in frames[:64]:
-                pipe.process_frames([f])
-            pipe.timing = False
-            row["stages_ms"] = {k: round(v * 1000.0 / 64, 3) for k, v in pipe.timings.items()}
-            for name, stage in list(pipe.stages.items()):
-                run = stage.run
-
-                def ranged(feeds, _run=run, _name=name):
-                    with record_function(f"stage:{_name}"):
-                        return _run(feeds)
-                stage.run = ranged
-            detect = pipe.detect
-
-            def detect_ranged(images, _detect=detect):
-                with record_function("stage:detect"):
-                    return _detect(images)
-            pipe.detect = detect_ranged
-            n = 16
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-                for f in frames[:n]:
-                    pipe.process_frames([f])
-                torch.cuda.synchronize()
-            row["profiled_wall_ms_per_frame"] = round((time.perf_counter() - t0) * 1000.0 / n, 3)
-            n_k, k_ms = kernels(prof)
-            row["kernels_per_frame"] = round(n_k / n, 1)
-            row["kernel_ms_per_frame"] = round(k_ms / n, 3)
-            avg = prof.key_averages()
-            row["ranges"] = {e.key: {"host_ms": round(e.cpu_time_total / 1000.0 / n, 3),
-                                     "device_ms": round(e.device_time_total / 1000.0 / n, 3)}
-                             for e in avg if e.key.startswith("stage:")}
-            top = sorted(((e.key, e.self_device_time_total / 1000.0 / n, e.count / n) for e in avg
-                          if e.self_device_time_total > 0), key=lambda t: -t[1])[:20]
-            row["top_device_ms_per_frame"] = [(k[:100], round(v, 4), round(c, 1)) for k, v, c in top]
-            host = sorted(((e.key, e.self_cpu_time_total / 1000.0 / n, e.count / n) for e in avg),
-                          key=lambda t: -t[1])[:25]
-            row["top_host_ms_per_frame"] = [(k[:100], round(v, 4), round(c, 1)) for k, v, c in host]
-        res["pipeline"].append(row)
-        print({k: v for k, v in row.items() if not k.startswith("top")}, flush=True)
-        save()
+                with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                    for f in frames[:n]:
+                        pipe.process_frames([f])
+                    torch.cuda.synchronize()
+                row["profiled_wall_ms_per_frame"] = round((time.perf_counter() - t0) * 1000.0 / n, 3)
+                n_k, k_ms = kernels(prof)
+                row["kernels_per_frame"] = round(n_k / n, 1)
+                row["kernel_ms_per_frame"] = round(k_ms / n, 3)
+                avg = prof.key_averages()
+                row["ranges"] = {e.key: {"host_ms": round(e.cpu_time_total / 1000.0 / n, 3),
+                                         "device_ms": round(e.device_time_total / 1000.0 / n, 3)}
+                                 for e in avg if e.key.startswith("stage:")}
+                top = sorted(((e.key, e.self_device_time_total / 1000.0 / n, e.count / n) for e in avg
+                              if e.self_device_time_total > 0), key=lambda t: -t[1])[:20]
+                row["top_device_ms_per_frame"] = [(k[:100], round(v, 4), round(c, 1)) for k, v, c in top]
+                host = sorted(((e.key, e.self_cpu_time_total / 1000.0 / n, e.count / n) for e in avg),
+                              key=lambda t: -t[1])[:25]
+                row["top_host_ms_per_frame"] = [(k[:100], round(v, 4), round(c, 1)) for k, v, c in host]
+            res["pipeline"].append(row)
+            print({k: v for k, v in row.items() if not k.startswith("top")}, flush=True)
+            save()

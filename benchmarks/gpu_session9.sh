@@ -4,8 +4,11 @@
 #
 #     OUT=/some/folder bash benchmarks/gpu_session9.sh latency b1 streaming video enhancer
 #
-# latency: benchmarks/gpu_latency_b1.py: the cascade alone with the pyramid levels' NMS level by level and
-#      together, then the serial batch-1 pipeline's latency, stage timers and profile (compile and torch, FP16).
+# latency: benchmarks/gpu_latency_b1.py: the serial batch-1 pipeline's latency, stage timers and profile (FP16;
+#      compile, compile with the generator's one-face calls padded to 2 as before, torch; $LATENCY_RUNS), on
+#      the 1280-px detection copy ($LATENCY_SIDES); LATENCY_PARTS=cascade,pipeline also times the cascade alone
+#      with the pyramid levels' NMS level by level and together (the first run of this session: cascade and
+#      pipeline, compile and torch, 1280 and 640 px).
 # b1: the benchmark's batch-1 rows on the serial path (target 2), compile and torch FP16, the default detection
 #      copy (1280 px).
 # streaming: compile and torch FP16 at 32 frames a call through the streaming executor, no enhancer (target 1).
@@ -20,7 +23,8 @@ serial() {  # a copy of configs/ with the serial executor
 part() {
   case "$1" in
     latency)
-      python3 benchmarks/gpu_latency_b1.py "$OUT/latency" 2>&1 | grep -v Warning | tee "$OUT/latency-run.log" ;;
+      python3 benchmarks/gpu_latency_b1.py "$OUT/latency" "${LATENCY_RUNS:-compile,compile-padded,torch}" \
+        "${LATENCY_SIDES:-1280}" "${LATENCY_PARTS:-pipeline}" 2>&1 | grep -v Warning | tee "$OUT/latency-run.log" ;;
     b1)
       bench b1-serial --backends compile,torch --precisions fp16 --pipeline-batch 1 --no-enhance --no-video \
         --timeout 150 --config-dir "$(serial)" ;;

@@ -45,3 +45,33 @@ def test_compile_backend_refuses_int8_in_one_line(tmp_path):
 
     with pytest.raises(RuntimeUnavailableError, match="compile backend runs fp32 or fp16"):
         make_stage(specs.get("mtcnn_rnet"), "compile", "int8", "cpu", out=tmp_path)
+
+
+def test_single_item_graph_is_a_gpu_choice(tmp_path):
+    """On a CPU (no CUDA graphs) a call of one item stays padded to the dynamic graph's 2."""
+    stage = make_stage(specs.get("mtcnn_rnet"), "compile", "fp32", "cpu", out=tmp_path)
+    try:
+        stage.warm_single_item()
+        assert not stage.single_item_graph and stage.runner.compile_s == {}
+    finally:
+        stage.close()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_single_item_graph_on_the_gpu_compiles_both_shapes_before_any_call(tmp_path):
+    """warm_single_item (a pipeline fed one frame a call): the dynamic graph (2) and a static one for one item
+    are compiled in the warm-up; calls of 1, 2 and 3 items then compile nothing and match eager."""
+    spec = specs.get("mtcnn_rnet")
+    stage = make_stage(spec, "compile", "fp32", "cuda", out=tmp_path)
+    try:
+        stage.warm_single_item()
+        assert stage.single_item_graph and sorted(stage.runner.compile_s) == ["1x3x24x24", "2x3x24x24"]
+        x = (torch.rand(3, 3, 24, 24) * 2 - 1).cuda()
+        with torch.inference_mode():
+            want = build_model(spec).cuda()(x)
+        for n in (1, 2, 3):
+            got = stage({"input": x[:n]})
+            assert torch.allclose(got["prob"], want[0][:n], atol=1e-4)
+        assert sorted(stage.runner.compile_s) == ["1x3x24x24", "2x3x24x24", "4x3x24x24"]  # 3 runs as 4
+    finally:
+        stage.close()

@@ -141,6 +141,33 @@ def test_rois_cover_the_mask_and_respect_the_minimum_size():
     assert x1 <= x0 or y1 <= y0  # outside the frame: nothing to paste
 
 
+# --- crops ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("frames", [[0, 1, 2], [0, 0, 1, 2], [1, 2, 2], [0, 2], [2, 2, 2, 2, 0]],
+                         ids=["one-a-frame", "two-in-the-first", "none-in-the-first", "a-frame-without",
+                              "a-crowd-frame-by-frame"])
+def test_batch_crops_equal_the_frame_by_frame_crops(frames):
+    """crop_faces (one grid_sample over slots laid out on the host, or frame by frame for a crowd) against
+    align_crop's per-frame crops: the same crops and matrices, for every layout of faces in frames."""
+    from ffexport.pipeline.crops import MAX_SLOT_WASTE, crop_faces, slots
+    from ffexport.specs.templates import ARCFACE_128
+    from ffexport.vision import align
+
+    g = torch.Generator().manual_seed(len(frames))
+    images = torch.rand(3, 3, 96, 120, generator=g) * 255
+    base = torch.tensor(ARCFACE_128.scaled(128)) * 0.5 + torch.tensor([20.0, 10.0])
+    kps = torch.stack([base + torch.rand(1, 2, generator=g) * 20 for _ in frames])
+    index = torch.tensor(frames)
+    want, want_m = align.align_crop(images, kps, ARCFACE_128, 128, image_index=index)
+    got, got_m = crop_faces(images, kps, ARCFACE_128, 128, frames)
+    assert torch.equal(got_m, want_m) and got.shape == want.shape
+    assert torch.allclose(got, want, atol=1e-4)
+    k, pos = slots(frames)
+    assert len(set(pos)) == len(frames) and all(p // k == b for p, b in zip(pos, frames))
+    crowd = images.shape[0] * k > MAX_SLOT_WASTE * len(frames)
+    assert crowd == (frames == [2, 2, 2, 2, 0])
+
+
 # --- detectors ----------------------------------------------------------------------------
 
 def test_retinaface_answers_the_detector_protocol_in_frame_pixels():

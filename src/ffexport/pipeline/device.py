@@ -21,3 +21,13 @@ def check_device(device: str) -> torch.device:
     elif dev.type != "cpu":
         raise InputSpecError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
     return dev
+
+
+def from_host(values, device: torch.device, dtype: torch.dtype = torch.long) -> torch.Tensor:
+    """``values`` (host numbers, nested lists) as a tensor on ``device`` without waiting for the device: on CUDA
+    through page-locked memory, a copy queued behind the work already on the stream (a plain
+    ``torch.tensor(values, device=...)`` waits for that work to finish)."""
+    host = torch.tensor(values, dtype=dtype)
+    if device.type != "cuda":
+        return host
+    return host.pin_memory().to(device, non_blocking=True)

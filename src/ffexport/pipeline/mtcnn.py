@@ -33,6 +33,7 @@ from ..vision.mtcnn import (MAX_SUPERSAMPLE, AreaPyramid, batched_nms, bucket, c
                             regress, square)
 from ..vocab import TORCH_BACKENDS
 from .detectors import MTCNN_MAX_SIDE, MTCNN_MODULES
+from .device import from_host
 
 if TYPE_CHECKING:
     from .stages import Stage
@@ -438,7 +439,7 @@ class MTCNN:
             size = (max(1, round(h * k)), max(1, round(w * k)))
             images = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
             kx, ky = size[1] / w, size[0] / h
-        scale = images.new_tensor([kx, ky])
+        scale = from_host([kx, ky], images.device, images.dtype)  # (new_tensor would wait for the device)
         # the cascade counts pixel j as [j, j + 1) (so coordinates scale by plain division);
         # ffexport's geometry puts the centre of pixel j at j
         return [((b.reshape(-1, 2, 2) / scale).reshape(-1, 4) - 0.5, p / scale - 0.5, s)

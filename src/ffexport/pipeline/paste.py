@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 
 from ..vision import align
+from .device import from_host
 from .stages import Stage
 
 MIN_ROI = 64  # smallest blender region: the minimum of the blender engines' height/width profile
@@ -63,7 +64,8 @@ MAX_WINDOW_WASTE = 4.0  # a round pasted as one batch may blend at most this man
 
 
 def paste(work: torch.Tensor, crops01: torch.Tensor, affine: torch.Tensor, index: torch.Tensor, blender: Stage,
-          mask: torch.Tensor, mask_values: Sequence[float] | None = None) -> None:
+          mask: torch.Tensor, mask_values: Sequence[float] | None = None, frames: list[int] | None = None,
+          rois: list[tuple[int, int, int, int]] | None = None) -> None:
     """Composite each crop into ``work`` in place with the blender stage, on each face's region only.
 
     ``work`` is ``B x 3 x H x W`` float holding integer values in [0, 255];
@@ -73,11 +75,14 @@ def paste(work: torch.Tensor, crops01: torch.Tensor, affine: torch.Tensor, index
     gives the full-frame result at a fraction of the cost; values are rounded
     back to integers, so pixels the mask does not reach stay bit-exact.  The faces of a batch whose regions do
     not overlap go through the blender in one call (each on a window of the largest region's size that holds its
-    own); overlapping faces of a frame are pasted in order, in later calls.
+    own); overlapping faces of a frame are pasted in order, in later calls.  ``frames`` (``index`` on the host)
+    and ``rois`` (:func:`mask_rois` of ``affine`` for crops of ``crops01``'s size), when the caller has them, save
+    reading them back here, where the device would first finish the work queued before.
     """
     h, w = work.shape[-2:]
-    rois = mask_rois(affine, crops01.shape[-1], mask_values if mask_values is not None else mask.tolist(), h, w)
-    frames = index.tolist()
+    if rois is None:
+        rois = mask_rois(affine, crops01.shape[-1], mask_values if mask_values is not None else mask.tolist(), h, w)
+    frames = index.tolist() if frames is None else frames
     for group in _rounds(rois, frames):
         faces = [f for f in group if rois[f][2] > rois[f][0] and rois[f][3] > rois[f][1]]  # inside the frame
         if not faces:
@@ -102,9 +107,9 @@ def _paste_windows(work, crops01, affine, blender: Stage, mask, faces: list[int]
         ax, ay = min(x0, w - wm), min(y0, h - hm)  # the window inside the frame, holding the region
         anchors.append((ax, ay))
         windows.append(work[frames[f], :, ay:ay + hm, ax:ax + wm])
-    sel = torch.tensor(faces, device=affine.device)
-    A = affine.index_select(0, sel).clone()
-    A[:, :, 2] -= torch.tensor(anchors, dtype=A.dtype, device=A.device)
+    sel = from_host(faces, affine.device)
+    A = affine.index_select(0, sel)
+    A[:, :, 2] -= from_host(anchors, A.device, A.dtype)
     out = blender.run({"frame": torch.stack(windows) / 255.0, "crop": crops01.index_select(0, sel).contiguous(),
                        "affine": A, "mask": mask[None].expand(len(faces), -1).contiguous()})["output"]
     out = (out.to(work.device) * 255.0).round_().clamp_(0, 255)

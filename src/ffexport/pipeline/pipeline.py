@@ -36,8 +36,9 @@ from ..vision import align
 from ..vocab import PRECISIONS, TORCH_BACKENDS
 from .autobatch import AUTO, parse_batch
 from .detectors import MTCNN_MAX_SIDE, detector_modules, largest, make_detector, resolve_kind
-from .device import check_device
-from .paste import paste
+from .device import check_device, from_host
+from .crops import crop_faces
+from .paste import mask_rois, paste
 from .settings import BLEND_MODES, DETECTORS, ENHANCE_FACES_PER_CALL, IDENTITY, check_enhance_faces_per_call
 from .stages import Stage, make_stage
 from .timers import NO_TIMER, Timer
@@ -147,6 +148,8 @@ class Pipeline:
             else:
                 self._add_stage("generator", generator)
             self._emap = source_transform(self.stages["generator"].spec)  # the inswapper latent's matrix
+            if self.batch == 1 and not self.auto_batch:  # one frame a call: mostly one face a call
+                self.stages["generator"].warm_single_item()
             if self.enhance:
                 enhancer = self._add_stage("enhancer")
                 # its activations are most of the device memory: at most this many faces a call
@@ -363,7 +366,7 @@ class Pipeline:
             kps, index = kps[keep], index[keep]
         return kps, index
 
-    def _refine_landmarks(self, images: torch.Tensor, kps: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    def _refine_landmarks(self, images: torch.Tensor, kps: torch.Tensor, frames: list[int]) -> torch.Tensor:
         """5 points from the 68-point landmarker: eye centres, nose tip, mouth corners.
 
         A face whose refined points stray from the detector's by more than half
@@ -372,7 +375,7 @@ class Pipeline:
         """
         stage = self.stages["landmarker"]
         spec = stage.spec
-        crops, M = align.align_crop(images, kps, spec.template, int(spec.input_size[0]), image_index=index)
+        crops, M = crop_faces(images, kps, spec.template, int(spec.input_size[0]), frames)
         pts = stage.run({spec.input_names[0]: align.normalize(crops, spec.preprocess)})["points"]
         pts = align.transform_points(pts.float().to(self.device), align.invert_affine(M))
         five = torch.stack([pts[:, 36:42].mean(1), pts[:, 42:48].mean(1), pts[:, 30], pts[:, 48], pts[:, 54]], 1)
@@ -381,8 +384,9 @@ class Pipeline:
         return torch.where(ok[:, None, None], five, kps)
 
     # --- paste back -----------------------------------------------------------------------------
-    def _paste(self, work: torch.Tensor, crops01: torch.Tensor, affine: torch.Tensor, index: torch.Tensor) -> None:
-        paste(work, crops01, affine, index, self.stages["blender"], self._mask, self._mask_values)
+    def _paste(self, work: torch.Tensor, crops01: torch.Tensor, affine: torch.Tensor, index: torch.Tensor,
+               frames: list[int], rois=None) -> None:
+        paste(work, crops01, affine, index, self.stages["blender"], self._mask, self._mask_values, frames, rois)
 
     def _output01(self, stage: Stage, out: torch.Tensor) -> torch.Tensor:
         lo, hi = stage.spec.outputs[0].value_range or (0.0, 1.0)
@@ -439,15 +443,20 @@ class Pipeline:
         if kps.shape[0] == 0:
             return None, []
         # read now, while the stream is idle after detection (at the end it would wait for the whole batch)
-        touched = sorted(set(index.tolist()))
+        frames = index.tolist()
+        touched = sorted(set(frames))
         if self.landmarks68:
             with self._t("landmarks"):
-                kps = self._refine_landmarks(images, kps, index)
+                kps = self._refine_landmarks(images, kps, frames)
         gen = self.stages["generator"]
         size = int(gen.spec.input_size[0])
         with self._t("align"):
-            targets, M = align.align_crop(images, kps, gen.spec.template, size, image_index=index)
+            targets, M = crop_faces(images, kps, gen.spec.template, size, frames)
             targets01 = align.normalize(targets, gen.spec.preprocess)
+            # the paste-back's regions, read back before the swap is queued: the device has only the crops to
+            # finish, and the swap and the paste-back then run back to back
+            affine = align.invert_affine(M.double()).float()
+            rois = mask_rois(affine, size, self._mask_values, *images.shape[-2:])
         with self._t("swap"):
             if self._latent is None:  # the source identity as the generator takes it, once per source
                 self._latent = transform_source(self._source.to(self.device), self._emap)
@@ -460,13 +469,14 @@ class Pipeline:
                 from .poisson import poisson_blend
 
                 swapped = poisson_blend(swapped, targets01.clamp(0, 1)).clamp(0, 1)
-            affine = align.invert_affine(M.double()).float()
-            self._paste(work, swapped, affine, index)
+            self._paste(work, swapped, affine, index, frames, rois if swapped.shape[-1] == size else None)
         if self.enhance:
-            self._enhance(work, kps, index)
+            self._enhance(work, kps, index, frames)
         self._last = (kps, affine, index, size)
         with self._t("transfer"):
-            out_dev = work[touched].round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+            if len(touched) < work.shape[0]:  # (indexing with the host list would wait for the device)
+                work = work.index_select(0, from_host(touched, work.device))
+            out_dev = work.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
         self.stats["frames_with_faces"] += len(touched)
         self.stats["faces_swapped"] += int(kps.shape[0])
         return out_dev, touched
@@ -584,17 +594,19 @@ class Pipeline:
             if frame_height(f.shape[0]) < 8 or f.shape[1] < 8:
                 raise InputSpecError(f"frame of {f.shape[1]}x{frame_height(f.shape[0])} pixels is too small")
 
-    def _enhance(self, work: torch.Tensor, kps: torch.Tensor, index: torch.Tensor) -> None:
+    def _enhance(self, work: torch.Tensor, kps: torch.Tensor, index: torch.Tensor, frames: list[int]) -> None:
         stage = self.stages["enhancer"]
         spec = stage.spec
         size = int(spec.input_size[0])
         with self._t("align"):
-            crops, M = align.align_crop(work, kps, spec.template or FFHQ_512, size, image_index=index)
+            crops, M = crop_faces(work, kps, spec.template or FFHQ_512, size, frames)
+            affine = align.invert_affine(M.double()).float()
+            rois = mask_rois(affine, size, self._mask_values, *work.shape[-2:])  # before the enhancer is queued
         with self._t("enhance"):
             out = stage.run({spec.input_names[0]: align.normalize(crops, spec.preprocess)})[spec.output_names[0]]
             out01 = self._output01(stage, out).to(self.device)
         with self._t("blend"):
-            self._paste(work, out01, align.invert_affine(M.double()).float(), index)
+            self._paste(work, out01, affine, index, frames, rois if out01.shape[-1] == size else None)
 
     @property
     def last_faces(self) -> list[dict]:

@@ -35,6 +35,9 @@ class Stage:
         self.max_batch: int | None = int(spec.batch_profile[2]) if backend == "trt" else None
         # a compiled module records a CUDA graph per input shape: batches are padded to a few sizes (powers of two)
         self.pad_batches = backend == "compile"
+        # a compiled stage's calls of one item run a static graph of their own instead of the dynamic one padded
+        # to 2 (see warm_single_item)
+        self.single_item_graph = False
         # onnxruntime CUDA re-plans a convolutional model kept in one session (too large for a session per shape)
         # whenever its input shape changes: such a stage of fixed item shape runs its items in calls of a few
         # sizes (powers of two up to ORT_CALL_CAP, see call_sizes), each size replayed from a CUDA-graph session
@@ -120,10 +123,25 @@ class Stage:
             start += m
         return parts[0] if len(parts) == 1 else {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
+    def warm_single_item(self) -> None:
+        """A compiled stage on CUDA that mostly gets one item a call (the generator of a pipeline fed one frame a
+        call): compile its dynamic graph (2 items) and a static one for a single item, before any frame waits.
+        The static graph runs one item instead of two, with kernels specialised to its shapes."""
+        if self.backend != "compile" or not str(self.runner.device).startswith("cuda") or self.runner.eager:
+            return
+        if not all(isinstance(d, int) for t in self.spec.inputs for d in t.shape[1:]):
+            return  # an input of variable size: nothing to warm
+        self.single_item_graph = True
+        for n in (2, 1):  # 2 first: the first call decides that the batch axis is dynamic
+            feeds = {t.name: torch.zeros((n, *t.shape[1:]), device=self.runner.device) for t in self.spec.inputs}
+            for _ in range(WARM_RUNS):
+                self._run(feeds)
+
     def _run_padded(self, feeds):
         n = next(iter(feeds.values())).shape[0]
-        # torch.compile specialises a batch of 1: 2 keeps the batch axis dynamic
-        out = self.runner.infer(_padded(feeds, bucket(n, smallest=2)))
+        # torch.compile specialises a batch of 1: 2 keeps the batch axis dynamic, unless one item has its own graph
+        smallest = 1 if self.single_item_graph and n == 1 else 2
+        out = self.runner.infer(_padded(feeds, bucket(n, smallest=smallest)))
         return {k: (v[:n].float() if v.is_floating_point() else v[:n]) for k, v in out.items()}
 
     __call__ = run
