@@ -332,6 +332,18 @@ def test_cascade_as_a_cuda_graph_finds_the_same_faces(astronaut, tmp_path):
     _same_faces(first + second, [plain.detect(clip[i:i + 1])[0] for i in range(clip.shape[0])], atol=5e-2)
 
 
+def test_the_cascades_pyramid_with_bins_made_once_gives_the_same_levels(astronaut):
+    """The cascade's Pyramid (bins kept per frame and level size) against AreaPyramid, from the integral image,
+    bit for bit, twice (the second time from its kept bins)."""
+    from ffexport.pipeline.mtcnn import Pyramid
+    from ffexport.vision.mtcnn import AreaPyramid
+
+    for _ in range(2):
+        ours, theirs = Pyramid(astronaut, integral=True), AreaPyramid(astronaut, integral=True)
+        for size in ((307, 307), (218, 218), (15, 15), (512, 300)):
+            assert torch.equal(ours.level(size), theirs.level(size))
+
+
 def test_area_pyramid_from_the_integral_image_matches_area_interpolation(astronaut):
     """The GPU form of MTCNN's pyramid (prefix sums, four gathers) gives F.interpolate(mode="area")'s numbers."""
     import torch.nn.functional as F

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import torch
@@ -66,6 +67,28 @@ def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``x[b, index[b, m]]`` for ``x`` ``(B, K, ...)`` and ``index`` ``(B, M)``: ``(B, M, ...)``."""
     shape = index.shape + x.shape[2:]
     return torch.gather(x, 1, index.reshape(*index.shape, *([1] * (x.ndim - 2))).expand(shape))
+
+
+@lru_cache(maxsize=256)
+def _level_bins(n_in: int, n_out: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return AreaPyramid._bins(n_in, n_out, torch.device(device))
+
+
+class Pyramid(AreaPyramid):
+    """:class:`~ffexport.vision.mtcnn.AreaPyramid` with each level's bins made once per frame and level size, not
+    at every call: a dozen small kernels less per level, which is most of what a pyramid level costs for one
+    frame on a GPU.  The same levels."""
+
+    @staticmethod
+    def _bins(n_in: int, n_out: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        return _level_bins(int(n_in), int(n_out), str(device))
+
+
+def _pad_to(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``x`` ``(B, K, ...)`` padded with zeros (False) to ``k`` along its second axis (itself when it has ``k``)."""
+    if x.shape[1] == k:
+        return x
+    return F.pad(x, (0, 0) * (x.ndim - 2) + (0, k - x.shape[1]))
 
 
 def _best(score: torch.Tensor, keep: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,7 +197,7 @@ class MTCNNDetector:
         """P-Net on each pyramid level: ``((sx, sy), prob (B, h, w), reg (B, 4, h, w))``, ``sx, sy`` the level's
         scale against the images."""
         h, w = images.shape[-2:]
-        pyramid = AreaPyramid(images)
+        pyramid = Pyramid(images)
         for s in self.scales(h, w):
             sh, sw = max(CELL, math.ceil(h * s)), max(CELL, math.ceil(w * s))
             out = self._run(self.pnet, normalise(pyramid.level((sh, sw))))
@@ -255,9 +278,9 @@ class MTCNNDetector:
         if not levels:
             return None
         k = max(lv[1].shape[1] for lv in levels)
-        rows = torch.stack([F.pad(row, (0, 0, 0, k - row.shape[1])) for row, _, _ in levels], 1)  # (B, L, K, 8)
-        scores = torch.stack([F.pad(sc, (0, k - sc.shape[1])) for _, sc, _ in levels], 1)
-        live = torch.stack([F.pad(lv, (0, k - lv.shape[1])) for _, _, lv in levels], 1)  # padding: not live
+        rows = torch.stack([_pad_to(row, k) for row, _, _ in levels], 1)  # (B, L, K, 8)
+        scores = torch.stack([_pad_to(sc, k) for _, sc, _ in levels], 1)
+        live = torch.stack([_pad_to(lv, k) for _, _, lv in levels], 1)  # padding: never live
         per_call = max(1, NMS_ROWS // n)
         kept_rows, kept_scores, valid = [], [], []
         for a in range(0, len(levels), per_call):

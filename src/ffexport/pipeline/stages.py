@@ -132,10 +132,13 @@ class Stage:
         if not all(isinstance(d, int) for t in self.spec.inputs for d in t.shape[1:]):
             return  # an input of variable size: nothing to warm
         self.single_item_graph = True
-        for n in (2, 1):  # 2 first: the first call decides that the batch axis is dynamic
-            feeds = {t.name: torch.zeros((n, *t.shape[1:]), device=self.runner.device) for t in self.spec.inputs}
-            for _ in range(WARM_RUNS):
-                self._run(feeds)
+        # inference tensors, as the pipeline's: a graph compiled for other tensors would be compiled again (its
+        # guards check) at the first real call of its shape, while a frame waits
+        with torch.inference_mode():
+            for n in (2, 1):  # 2 first: the first call decides that the batch axis is dynamic
+                feeds = {t.name: torch.zeros((n, *t.shape[1:]), device=self.runner.device) for t in self.spec.inputs}
+                for _ in range(WARM_RUNS):
+                    self._run(feeds)
 
     def _run_padded(self, feeds):
         n = next(iter(feeds.values())).shape[0]
