@@ -9,7 +9,8 @@ written after each part.
    same cascade run without its graph), and the faces of the two compared.
 2. The serial pipeline at batch 1 (FP16, ``streaming=False``), per run (default ``compile,torch``; a backend,
    or ``compile-padded``: the compile backend with the generator's one-face calls padded to its dynamic graph's 2,
-   as before ``Stage.warm_single_item``) and detection copy size (default ``1280,640``): frame latency p50/p95 over 256 synchronised frames with the timers
+   as before ``Stage.warm_single_item``; ``compile-outer-scan``: the cascade's integral image scanned along its
+   outer axis, as before ``Pyramid``'s transposed scan) and detection copy size (default ``1280,640``): frame latency p50/p95 over 256 synchronised frames with the timers
    off, faces per frame; the stage timers over 64 frames; torch.profiler over 16 frames: host wall ms, CUDA kernel
    ms and kernels per frame, by stage range, and the top kernels.
 PARTS: ``cascade,pipeline`` (default) or one of them."""
@@ -102,9 +103,12 @@ if "cascade" in parts:
 # 2. the serial pipeline at batch 1
 if "pipeline" in parts:
     res["pipeline"] = []
+    pyramid_init = mtcnn.Pyramid.__init__
     for backend in backends:
         for side in sides:
             row = {"run": backend, "detect_max_side": side}
+            if backend == "compile-outer-scan":  # the integral image as before Pyramid's transposed scan
+                mtcnn.Pyramid.__init__ = mtcnn.AreaPyramid.__init__
             with Pipeline(backend=backend.split("-")[0], precision="fp16", device="cuda", batch=1, streaming=False,
                           detect_max_side=side, out="/tmp/arts") as pipe:
                 pipe.set_source(source)
@@ -164,6 +168,7 @@ if "pipeline" in parts:
                 host = sorted(((e.key, e.self_cpu_time_total / 1000.0 / n, e.count / n) for e in avg),
                               key=lambda t: -t[1])[:25]
                 row["top_host_ms_per_frame"] = [(k[:100], round(v, 4), round(c, 1)) for k, v, c in host]
+            mtcnn.Pyramid.__init__ = pyramid_init
             res["pipeline"].append(row)
             print({k: v for k, v in row.items() if not k.startswith("top")}, flush=True)
             save()

@@ -333,15 +333,21 @@ def test_cascade_as_a_cuda_graph_finds_the_same_faces(astronaut, tmp_path):
 
 
 def test_the_cascades_pyramid_with_bins_made_once_gives_the_same_levels(astronaut):
-    """The cascade's Pyramid (bins kept per frame and level size) against AreaPyramid, from the integral image,
-    bit for bit, twice (the second time from its kept bins)."""
+    """The cascade's Pyramid (bins kept per frame and level size, column sums along the transpose) against
+    AreaPyramid, from the integral image: bit for bit on whole pixel values (the test image), twice (the second
+    time from its kept bins); within float rounding on a scaled copy's fractional values."""
     from ffexport.pipeline.mtcnn import Pyramid
     from ffexport.vision.mtcnn import AreaPyramid
 
+    sizes = ((307, 307), (218, 218), (15, 15), (512, 300))
     for _ in range(2):
         ours, theirs = Pyramid(astronaut, integral=True), AreaPyramid(astronaut, integral=True)
-        for size in ((307, 307), (218, 218), (15, 15), (512, 300)):
+        for size in sizes:
             assert torch.equal(ours.level(size), theirs.level(size))
+    scaled = torch.nn.functional.interpolate(astronaut, scale_factor=0.77, mode="bilinear", antialias=True)
+    ours, theirs = Pyramid(scaled, integral=True), AreaPyramid(scaled, integral=True)
+    for size in ((300, 300), (40, 60)):
+        assert torch.allclose(ours.level(size), theirs.level(size), rtol=0, atol=1e-4)
 
 
 def test_area_pyramid_from_the_integral_image_matches_area_interpolation(astronaut):

@@ -196,7 +196,9 @@ def test_retinaface_answers_the_detector_protocol_in_frame_pixels():
         c_boxes, c_points, c_scores = detect_postprocess(raw, 0.05, 0.4, input_size=640)[0]
         boxes, points, scores = found[0]
         assert torch.allclose(boxes * scale, c_boxes, atol=1e-3) and torch.allclose(points * scale, c_points, atol=1e-3)
-        assert torch.equal(scores, c_scores)
+        # (two frames a call against one: a CPU convolution library may round differently by batch size; on the
+        # GPU host's CPU, torch 2.11, one score differed in its fourth decimal)
+        assert torch.allclose(scores, c_scores, atol=1e-4)
     finally:
         for s in stages.values():
             s.close()
