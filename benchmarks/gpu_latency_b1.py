@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.profiler import ProfilerActivity, profile, record_function
+from torch.profiler import ProfilerActivity, profile
 
+from _ranges import range_stages
 from ffexport.bench.e2e import frame_set
 from ffexport.pipeline import mtcnn
 from ffexport.pipeline.mtcnn import Capacity, MTCNNDetector
@@ -134,19 +135,7 @@ if "pipeline" in parts:
                     pipe.process_frames([f])
                 pipe.timing = False
                 row["stages_ms"] = {k: round(v * 1000.0 / 64, 3) for k, v in pipe.timings.items()}
-                for name, stage in list(pipe.stages.items()):
-                    run = stage.run
-
-                    def ranged(feeds, _run=run, _name=name):
-                        with record_function(f"stage:{_name}"):
-                            return _run(feeds)
-                    stage.run = ranged
-                detect = pipe.detect
-
-                def detect_ranged(images, _detect=detect):
-                    with record_function("stage:detect"):
-                        return _detect(images)
-                pipe.detect = detect_ranged
+                range_stages(pipe)
                 n = 16
                 torch.cuda.synchronize()
                 t0 = time.perf_counter()

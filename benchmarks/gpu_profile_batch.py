@@ -16,8 +16,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.profiler import ProfilerActivity, profile, record_function
+from torch.profiler import ProfilerActivity, profile
 
+from _ranges import range_stages
 from ffexport.bench.e2e import frame_set
 from ffexport.pipeline.mtcnn import Capacity, MTCNNDetector
 from ffexport.pipeline.pipeline import Pipeline
@@ -31,19 +32,7 @@ res = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "backen
 
 with Pipeline(backend=backend, precision="fp16", device="cuda", batch=B, out="/tmp/arts") as pipe:
     pipe.set_source(source)
-    for name, stage in list(pipe.stages.items()):
-        run = stage.run
-
-        def ranged(feeds, _run=run, _name=name):
-            with record_function(f"stage:{_name}"):
-                return _run(feeds)
-        stage.run = ranged
-    detect = pipe.detect
-
-    def detect_ranged(images):
-        with record_function("stage:detect"):
-            return detect(images)
-    pipe.detect = detect_ranged
+    range_stages(pipe)
     batches = [frames[i:i + B] for i in range(0, len(frames), B)]
     list(pipe.process_batches(batches[:2]))  # warm-up: graphs, compilation
     torch.cuda.synchronize()
