@@ -64,9 +64,11 @@ def _view(img: np.ndarray, t: float, out_hw: tuple[int, int]) -> np.ndarray:
 
 def make_video(path: str | Path, frames: int = 24, size: tuple[int, int] = (240, 320), fps: int = 24,
                audio: bool = True, codec: str = "libx264", audio_codec: str = "aac",
-               source: np.ndarray | None = None, pix_fmt: str = "yuv420p", colorspace: int | None = None) -> Path:
-    """Write a pan-and-zoom video over ``source`` (default: the astronaut) with a 440 Hz tone; ``colorspace``:
-    FFmpeg's tag of the frames and the stream (e.g. 1, BT.709), the RGB frames converted with it."""
+               source: np.ndarray | None = None, pix_fmt: str = "yuv420p", colorspace: int | None = None,
+               color_range: int | None = None) -> Path:
+    """Write a pan-and-zoom video over ``source`` (default: the astronaut) with a 440 Hz tone; ``colorspace``
+    and ``color_range``: FFmpeg's tags of the frames and the stream (e.g. 1, BT.709; 2, full range), the RGB
+    frames converted with them."""
     av = pytest.importorskip("av", reason="PyAV (ffexport[video]) is not installed on this host")
 
     path = Path(path)
@@ -78,15 +80,20 @@ def make_video(path: str | Path, frames: int = 24, size: tuple[int, int] = (240,
         vs.pix_fmt = pix_fmt
         if colorspace is not None:
             vs.codec_context.colorspace = colorspace
+        if color_range is not None:
+            vs.codec_context.color_range = color_range
         if codec == "libx264":
             vs.options = {"crf": "12", "preset": "veryfast"}
         a_s = add_tone_stream(out, audio_codec) if audio else None
         for i in range(frames):
             arr = _view(img, i / max(frames - 1, 1), (h, w))
             f = av.VideoFrame.from_ndarray(arr, format="rgb24")
-            if colorspace is not None:
-                f = f.reformat(format=pix_fmt, dst_colorspace=colorspace)
-                f.colorspace = colorspace
+            if colorspace is not None or color_range is not None:
+                f = f.reformat(format=pix_fmt, dst_colorspace=colorspace, dst_color_range=color_range)
+                if colorspace is not None:
+                    f.colorspace = colorspace
+                if color_range is not None:
+                    f.color_range = color_range
             f.pts = i
             f.time_base = Fraction(1, fps)
             out.mux(vs.encode(f))

@@ -117,6 +117,28 @@ def test_a_video_through_the_pipeline_as_planes_matches_the_rgb_path(pipe, tmp_p
         assert int(first.colorspace) == 1  # the output keeps the input's colour tag
 
 
+@pytest.mark.parametrize("colorspace,color_range", [(1, 1), (1, 2), (5, 2)])
+def test_the_rgb_path_writes_the_inputs_colour(tmp_path, colorspace, color_range):
+    """The RGB path (the CPU's, and the GPU's for videos that do not travel as planes) converts the frames back
+    with the input's matrix and range and tags them so: a player that reads the tags sees the input's colours.
+    (It used to write BT.601 limited range, untagged, whatever the input: a player that takes untagged HD video
+    for BT.709 showed a colour cast.)"""
+    from ffexport.pipeline.video import transcode
+
+    src = make_video(tmp_path / "in.mp4", frames=4, size=(120, 160), audio=False, colorspace=colorspace,
+                     color_range=color_range)
+    stats = transcode(src, tmp_path / "out.mp4", list, progress=False)
+    assert stats["frames_as"] == "rgb24"
+    with av.open(str(src)) as a, av.open(str(tmp_path / "out.mp4")) as b:
+        fa, fb = next(a.decode(a.streams.video[0])), next(b.decode(b.streams.video[0]))
+        cc = b.streams.video[0].codec_context
+        assert (int(fb.colorspace), int(fb.color_range)) == (colorspace, color_range)
+        assert (int(cc.colorspace), int(cc.color_range)) == (colorspace, color_range)
+    ra, rb = fa.to_ndarray(format="rgb24"), fb.to_ndarray(format="rgb24")  # each read by its own tags
+    assert psnr(rb, ra) > 30.0, psnr(rb, ra)  # a re-encode (crf 18) of a small textured clip
+    assert np.abs(rb.reshape(-1, 3).mean(0) - ra.reshape(-1, 3).mean(0)).max() < 2.0  # no colour cast
+
+
 def test_planes_only_where_the_video_allows_and_not_by_default_on_a_cpu(pipe, tmp_path):
     from ffexport.pipeline.pipeline import Pipeline
     from ffexport.pipeline.video import transcode

@@ -93,6 +93,33 @@ class VideoInfo:
     color_range: int = 0
 
 
+# FFmpeg's AVColorSpace tags -> swscale's matrix for them (PyAV's Colorspace names)
+_SWS_MATRIX = {1: "itu709", 4: "fcc", 5: "itu601", 6: "itu601", 7: "smpte240m", 9: "bt2020", 10: "bt2020"}
+_FULL_RANGE = 2  # AVColorRange JPEG
+
+
+@dataclass(frozen=True)
+class RgbColour:
+    """How the RGB path writes a video's frames back: RGB -> YUV with the input's matrix and range, and the
+    input's tags on the frames and the stream (the decoder's RGB conversion follows the tags: the encoder's must
+    too, or a player shows the colours shifted)."""
+
+    colorspace: int
+    color_range: int
+
+    @property
+    def matrix(self) -> str:
+        return _SWS_MATRIX[self.colorspace]
+
+
+def rgb_colour(info: VideoInfo) -> RgbColour | None:
+    """The RGB path's colour for ``info``'s frames; None for untagged frames (swscale's default, BT.601 limited
+    range, both ways, and no tag written)."""
+    if info.colorspace not in _SWS_MATRIX:
+        return None
+    return RgbColour(info.colorspace, _FULL_RANGE if info.color_range == _FULL_RANGE else 1)
+
+
 def planes_for(info: VideoInfo, encoder_pix_fmt: str | None = "yuv420p") -> Planes | None:
     """The I420 form of ``info``'s frames when they can travel as planes: 8-bit 4:2:0 (``yuv420p``), even width
     and height, a matrix :mod:`.yuv` converts, and an encoder that takes ``yuv420p``; else None (RGB)."""
@@ -184,10 +211,16 @@ def _pixels(frame, planes: Planes | None) -> np.ndarray:
     return frame.to_ndarray(format="yuv420p" if planes is not None else "rgb24")
 
 
-def _frame(av, arr: np.ndarray, planes: Planes | None):
-    """An RGB array, or an I420 array with ``planes``' colour tags, as a PyAV frame to encode."""
+def _frame(av, arr: np.ndarray, planes: Planes | None, colour: RgbColour | None = None, pix_fmt: str = "yuv420p"):
+    """An RGB array, or an I420 array with ``planes``' colour tags, as a PyAV frame to encode.  An RGB array with
+    ``colour`` is converted to ``pix_fmt`` with its matrix and range, and tagged."""
     if planes is None:
-        return av.VideoFrame.from_ndarray(arr, format="rgb24")
+        frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
+        if colour is None:
+            return frame
+        frame = frame.reformat(format=pix_fmt, dst_colorspace=colour.matrix, dst_color_range=colour.color_range)
+        frame.colorspace, frame.color_range = colour.colorspace, colour.color_range
+        return frame
     frame = av.VideoFrame.from_ndarray(arr, format="yuv420p")
     frame.colorspace, frame.color_range = planes.colorspace, planes.color_range
     return frame
@@ -220,10 +253,10 @@ class _Writer(threading.Thread):
     """Encodes frames from a bounded queue and interleaves the input's audio packets, copied unchanged."""
 
     def __init__(self, container, vstream, fps: Fraction, src: Path, astream, inq: queue.Queue,
-                 stop: threading.Event, planes: Planes | None = None, nice: int = 0):
+                 stop: threading.Event, planes: Planes | None = None, nice: int = 0, colour: RgbColour | None = None):
         super().__init__(name="ffexport-encode", daemon=True)
         self.c, self.vs, self.fps, self.src, self.as_ = container, vstream, fps, src, astream
-        self.planes, self.nice = planes, nice
+        self.planes, self.nice, self.colour = planes, nice, colour
         self.inq, self.stop = inq, stop
         self.error: BaseException | None = None
         self.frames = 0
@@ -272,7 +305,7 @@ class _Writer(threading.Thread):
                 if item is _END:
                     break
                 arr, t = item
-                frame = _frame(av, arr, self.planes)
+                frame = _frame(av, arr, self.planes, self.colour, self.vs.pix_fmt)
                 pts = round(t * self.fps) if t is not None else self._last_pts + 1
                 pts = max(pts, self._last_pts + 1)
                 frame.pts, frame.time_base = pts, tb
@@ -310,13 +343,13 @@ def _encoder_pix_fmt(encoder: str, info: VideoInfo) -> str:
     return "yuv420p" if even or encoder not in ("libx264",) else "yuv444p"
 
 
-def _add_video_stream(out, encoder: str, info: VideoInfo, crf: int, preset: str, planes: Planes | None = None,
-                      threads: int | None = None):
+def _add_video_stream(out, encoder: str, info: VideoInfo, crf: int, preset: str,
+                      colour: Planes | RgbColour | None = None, threads: int | None = None):
     vs = out.add_stream(encoder, rate=info.fps)
     vs.width, vs.height = info.width, info.height
     vs.pix_fmt = _encoder_pix_fmt(encoder, info)
-    if planes is not None:  # the frames keep the input's colour: say so in the stream
-        vs.codec_context.colorspace, vs.codec_context.color_range = planes.colorspace, planes.color_range
+    if colour is not None:  # the frames keep the input's colour: say so in the stream
+        vs.codec_context.colorspace, vs.codec_context.color_range = colour.colorspace, colour.color_range
     vs.codec_context.time_base = Fraction(info.fps.denominator, info.fps.numerator)
     if encoder == "libx264":
         vs.options = {"crf": str(crf), "preset": preset, **({"threads": str(threads)} if threads else {})}
@@ -464,9 +497,10 @@ def codec_ceiling(src: str | Path, crf: int = 18, preset: str = "veryfast", code
             for _ in range(max(1, int(runs))):
                 t0 = time.perf_counter()
                 with av.open(str(Path(tmp) / f"ceiling{tag}{suffix}"), "w", format=fmt) as out:
-                    vs = _add_video_stream(out, encoder, info, crf, preset, form)
+                    colour = rgb_colour(info) if form is None else None  # as transcode writes RGB frames
+                    vs = _add_video_stream(out, encoder, info, crf, preset, form or colour)
                     for i, arr in enumerate(frames):
-                        frame = _frame(av, arr, form)
+                        frame = _frame(av, arr, form, colour, vs.pix_fmt)
                         frame.pts, frame.time_base = i, tb
                         out.mux(vs.encode(frame))
                     out.mux(vs.encode())
@@ -520,10 +554,11 @@ def transcode(src: str | Path, dst: str | Path, process: ProcessFn | None = None
             raise MediaError(f"cannot write {dst}: {_first_line(exc)}") from exc
         reader = writer = None
         try:
-            vs = _add_video_stream(out, encoder, info, crf, preset, planes, encoder_threads)
+            colour = rgb_colour(info) if planes is None else None
+            vs = _add_video_stream(out, encoder, info, crf, preset, planes or colour, encoder_threads)
             astream = _add_audio_copy(out, src, dst.suffix.lower())
             reader = _Reader(src, frames_in, stop, planes, codec_nice)
-            writer = _Writer(out, vs, info.fps, src, astream, frames_out, stop, planes, codec_nice)
+            writer = _Writer(out, vs, info.fps, src, astream, frames_out, stop, planes, codec_nice, colour)
             reader.start()
             writer.start()
             with _progress(progress) as bar, contextlib.closing(
