@@ -84,6 +84,7 @@ def test_results_json_schema(module_run, host):
         assert key in settings, key
     assert settings["command"].startswith("ffexport bench") and "--modules mtcnn_rnet" in settings["command"]
     assert settings["git_commit"] != ""
+    assert len(settings["source_sha256"]) == 64  # the code that ran, wherever the tree was copied (below)
     for backend in ("torch", "ort"):
         r = _row(res, kind="module", backend=backend, precision="fp32")
         assert r["status"] == "ok", r.get("reason")
@@ -275,3 +276,39 @@ def test_pool_stops_workers_at_their_timeout_and_on_exit(tmp_path):
         job = pool.start({"kind": "env", "device": "cpu"}, "env-left", timeout=600)
     assert not pool.live and job.proc.poll() is not None and job.result is None
     assert "===== env-late" in (tmp_path / "bench.log").read_text()
+
+
+def test_which_commit_finds_the_commit_whose_source_ran(tmp_path):
+    """A results file's source_sha256 (the package's source and configs on disk) leads back to the commit with
+    the same files (benchmarks/which_commit.py), and to no other: the GPU host's copy has no usable history."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ffexport.bench.report import source_digest
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "which_commit.py"
+    repo = tmp_path / "repo"
+    (repo / "src" / "ffexport" / "sub").mkdir(parents=True)
+    (repo / "configs").mkdir()
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    commits, digests = [], []
+    for i in range(2):
+        (repo / "src" / "ffexport" / "sub" / "m.py").write_text(f"X = {i}\n")
+        (repo / "configs" / "pipeline.yaml").write_text("batch: 1\n")
+        (repo / "README.md").write_text(f"not covered {i}\n")
+        git("add", "-A")
+        git("commit", "-qm", f"c{i}")
+        commits.append(git("rev-parse", "HEAD"))
+        digests.append(source_digest(repo))
+    assert digests[0] != digests[1]
+    for want, commit in zip(digests, commits):
+        results = tmp_path / "results.json"
+        results.write_text(json.dumps({"settings": {"source_sha256": want}}))
+        out = subprocess.run([sys.executable, str(script), str(results)], cwd=repo, capture_output=True, text=True)
+        assert out.returncode == 0 and out.stdout.split() == [commit], out.stderr

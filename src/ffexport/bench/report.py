@@ -113,11 +113,32 @@ def git_commit(cwd: str | Path | None = None) -> str:
         return "unknown"
 
 
+SOURCE_GLOBS = ("src/ffexport/**/*.py", "configs/*.yaml")  # what source_digest covers, from the repository root
+
+
+def source_digest(root: str | Path | None = None) -> str:
+    """sha256 of the package's source and configs as they are on disk (each file's path relative to the
+    repository root, then its bytes, in path order).  Unlike the commit, it names the code that ran wherever the
+    tree was copied without its history (the GPU host's copy carries an old HEAD with the new files on top):
+    ``python3 benchmarks/which_commit.py RESULTS.json`` finds the commit whose files give the same digest."""
+    import hashlib
+
+    base = Path(root) if root is not None else Path(__file__).resolve().parents[3]
+    files = sorted({f for g in SOURCE_GLOBS for f in base.glob(g) if f.is_file()})
+    if not files:
+        return "unknown"
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.relative_to(base).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def settings_record(s, device: str) -> dict:
     from dataclasses import asdict
 
     d = asdict(s)
-    d.update(device_resolved=device, git_commit=git_commit(), date_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    d.update(device_resolved=device, git_commit=git_commit(), source_sha256=source_digest(),
+             date_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
              tf32=("on" if s.tf32 else "off") + " (torch.backends.cuda.matmul.allow_tf32 and cudnn.allow_tf32)")
     return d
 
