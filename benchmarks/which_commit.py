@@ -2,15 +2,13 @@
 """The commit whose source ran a benchmark: the results' ``settings.source_sha256`` (ffexport.bench.report.
 source_digest, the package's source and configs as they were on disk) against the same digest of each commit's
 files, newest first (default: the last 50 commits).  Prints the matching commits, or says none matched."""
-import fnmatch
-import hashlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from ffexport.bench.report import SOURCE_GLOBS  # noqa: E402
+from ffexport.bench.report import covered, digest_files  # noqa: E402
 
 
 def git(*args: str) -> bytes:
@@ -18,23 +16,14 @@ def git(*args: str) -> bytes:
 
 
 def digest_at(rev: str) -> str:
-    paths = [p for p in git("ls-tree", "-r", "--name-only", rev).decode().splitlines()
-             if any(_matches(p, g) for g in SOURCE_GLOBS)]
-    h = hashlib.sha256()
-    for p in sorted(paths):
-        h.update(p.encode() + b"\0" + git("show", f"{rev}:{p}") + b"\0")
-    return h.hexdigest()
+    paths = [p for p in git("ls-tree", "-r", "--name-only", rev).decode().splitlines() if covered(p)]
+    return digest_files((p, git("show", f"{rev}:{p}")) for p in paths)
 
 
-def _matches(path: str, pattern: str) -> bool:
-    if "**/" in pattern:  # "a/**/*.py": any depth under a/, the top included
-        head, tail = pattern.split("**/", 1)
-        return path.startswith(head) and fnmatch.fnmatch(path.rsplit("/", 1)[-1], tail)
-    return fnmatch.fnmatch(path, pattern) and path.count("/") == pattern.count("/")
-
-
-results = json.loads(Path(sys.argv[1]).read_text())
-want = results.get("settings", {}).get("source_sha256")
+try:
+    want = json.loads(Path(sys.argv[1]).read_text()).get("settings", {}).get("source_sha256")
+except (IndexError, OSError, ValueError) as exc:
+    sys.exit(f"usage: which_commit.py RESULTS.json [REV_RANGE]: cannot read the results ({type(exc).__name__}: {exc})")
 if not want:
     sys.exit(f"{sys.argv[1]} has no settings.source_sha256 (written by ffexport since this script exists)")
 revs = git("rev-list", sys.argv[2] if len(sys.argv) > 2 else "-50", *([] if len(sys.argv) > 2 else ["HEAD"]))

@@ -113,24 +113,38 @@ def git_commit(cwd: str | Path | None = None) -> str:
         return "unknown"
 
 
-SOURCE_GLOBS = ("src/ffexport/**/*.py", "configs/*.yaml")  # what source_digest covers, from the repository root
+SOURCE_DIRS = {"src/ffexport/": ".py", "configs/": ".yaml"}  # what source_digest covers: folder -> suffix
+
+
+def covered(path: str) -> bool:
+    """Whether ``path`` (relative to the repository root, ``/``-separated) counts in :func:`source_digest`: the
+    package's Python files at any depth, the config files at the top of ``configs/``."""
+    for folder, suffix in SOURCE_DIRS.items():
+        if path.startswith(folder) and path.endswith(suffix):
+            return folder != "configs/" or "/" not in path[len(folder):]
+    return False
+
+
+def digest_files(files) -> str:
+    """sha256 over ``(path, bytes)`` pairs in path order (each path, a NUL, its bytes, a NUL)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path, data in sorted(files):
+        h.update(path.encode() + b"\0" + data + b"\0")
+    return h.hexdigest()
 
 
 def source_digest(root: str | Path | None = None) -> str:
-    """sha256 of the package's source and configs as they are on disk (each file's path relative to the
-    repository root, then its bytes, in path order).  Unlike the commit, it names the code that ran wherever the
-    tree was copied without its history (the GPU host's copy carries an old HEAD with the new files on top):
-    ``python3 benchmarks/which_commit.py RESULTS.json`` finds the commit whose files give the same digest."""
-    import hashlib
-
+    """:func:`digest_files` of the package's source and configs as they are on disk (:func:`covered`).  Unlike
+    the commit, it names the code that ran wherever the tree was copied without its history (the GPU host's copy
+    carries an old HEAD with the new files on top): ``python3 benchmarks/which_commit.py RESULTS.json`` finds
+    the commit whose files give the same digest."""
     base = Path(root) if root is not None else Path(__file__).resolve().parents[3]
-    files = sorted({f for g in SOURCE_GLOBS for f in base.glob(g) if f.is_file()})
-    if not files:
-        return "unknown"
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.relative_to(base).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
-    return h.hexdigest()
+    files = [(f.relative_to(base).as_posix(), f) for d in SOURCE_DIRS if (base / d).is_dir()
+             for f in (base / d).rglob("*") if f.is_file()]
+    chosen = [(rel, f.read_bytes()) for rel, f in files if covered(rel)]
+    return digest_files(chosen) if chosen else "unknown"
 
 
 def settings_record(s, device: str) -> dict:

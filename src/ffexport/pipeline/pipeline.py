@@ -383,10 +383,21 @@ class Pipeline:
         ok = (five - kps).norm(dim=-1).amax(1) <= 0.5 * eye_dist
         return torch.where(ok[:, None, None], five, kps)
 
-    # --- paste back -----------------------------------------------------------------------------
+    # --- crops and paste back ---------------------------------------------------------------------
+    def _crops(self, images: torch.Tensor, kps: torch.Tensor, template, size: int, frames: list[int]):
+        """The faces' ``size`` crops, their crop -> frame matrices, and the paste-back's regions for crops of that
+        size (``(size, regions)``), read back now: the device has only the crops to finish, and the model that
+        makes the crops to paste and the paste-back then run back to back."""
+        crops, M = crop_faces(images, kps, template, size, frames)
+        affine = align.invert_affine(M.double()).float()
+        return crops, affine, (size, mask_rois(affine, size, self._mask_values, *images.shape[-2:]))
+
     def _paste(self, work: torch.Tensor, crops01: torch.Tensor, affine: torch.Tensor, index: torch.Tensor,
-               frames: list[int], rois=None) -> None:
-        paste(work, crops01, affine, index, self.stages["blender"], self._mask, self._mask_values, frames, rois)
+               frames: list[int], rois: tuple[int, list]) -> None:
+        """Paste ``crops01`` back with :meth:`_crops`' regions, which hold if the model kept the crops' size."""
+        size, regions = rois
+        paste(work, crops01, affine, index, self.stages["blender"], self._mask, self._mask_values, frames,
+              regions if crops01.shape[-1] == size else None)
 
     def _output01(self, stage: Stage, out: torch.Tensor) -> torch.Tensor:
         lo, hi = stage.spec.outputs[0].value_range or (0.0, 1.0)
@@ -451,12 +462,8 @@ class Pipeline:
         gen = self.stages["generator"]
         size = int(gen.spec.input_size[0])
         with self._t("align"):
-            targets, M = crop_faces(images, kps, gen.spec.template, size, frames)
+            targets, affine, rois = self._crops(images, kps, gen.spec.template, size, frames)
             targets01 = align.normalize(targets, gen.spec.preprocess)
-            # the paste-back's regions, read back before the swap is queued: the device has only the crops to
-            # finish, and the swap and the paste-back then run back to back
-            affine = align.invert_affine(M.double()).float()
-            rois = mask_rois(affine, size, self._mask_values, *images.shape[-2:])
         with self._t("swap"):
             if self._latent is None:  # the source identity as the generator takes it, once per source
                 self._latent = transform_source(self._source.to(self.device), self._emap)
@@ -469,7 +476,7 @@ class Pipeline:
                 from .poisson import poisson_blend
 
                 swapped = poisson_blend(swapped, targets01.clamp(0, 1)).clamp(0, 1)
-            self._paste(work, swapped, affine, index, frames, rois if swapped.shape[-1] == size else None)
+            self._paste(work, swapped, affine, index, frames, rois)
         if self.enhance:
             self._enhance(work, kps, index, frames)
         self._last = (kps, affine, index, size)
@@ -599,14 +606,12 @@ class Pipeline:
         spec = stage.spec
         size = int(spec.input_size[0])
         with self._t("align"):
-            crops, M = crop_faces(work, kps, spec.template or FFHQ_512, size, frames)
-            affine = align.invert_affine(M.double()).float()
-            rois = mask_rois(affine, size, self._mask_values, *work.shape[-2:])  # before the enhancer is queued
+            crops, affine, rois = self._crops(work, kps, spec.template or FFHQ_512, size, frames)
         with self._t("enhance"):
             out = stage.run({spec.input_names[0]: align.normalize(crops, spec.preprocess)})[spec.output_names[0]]
             out01 = self._output01(stage, out).to(self.device)
         with self._t("blend"):
-            self._paste(work, out01, affine, index, frames, rois if out01.shape[-1] == size else None)
+            self._paste(work, out01, affine, index, frames, rois)
 
     @property
     def last_faces(self) -> list[dict]:

@@ -211,18 +211,18 @@ def _pixels(frame, planes: Planes | None) -> np.ndarray:
     return frame.to_ndarray(format="yuv420p" if planes is not None else "rgb24")
 
 
-def _frame(av, arr: np.ndarray, planes: Planes | None, colour: RgbColour | None = None, pix_fmt: str = "yuv420p"):
-    """An RGB array, or an I420 array with ``planes``' colour tags, as a PyAV frame to encode.  An RGB array with
-    ``colour`` is converted to ``pix_fmt`` with its matrix and range, and tagged."""
-    if planes is None:
+def _frame(av, arr: np.ndarray, form: Planes | RgbColour | None, pix_fmt: str = "yuv420p"):
+    """An array as a PyAV frame to encode: I420 planes (``form`` a :class:`Planes`) with their colour tags; RGB
+    converted to ``pix_fmt`` with an :class:`RgbColour`'s matrix and range, and tagged; or RGB as it is (the
+    encoder converts it, BT.601 limited range, untagged)."""
+    if isinstance(form, Planes):
+        frame = av.VideoFrame.from_ndarray(arr, format="yuv420p")
+    else:
         frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
-        if colour is None:
+        if form is None:
             return frame
-        frame = frame.reformat(format=pix_fmt, dst_colorspace=colour.matrix, dst_color_range=colour.color_range)
-        frame.colorspace, frame.color_range = colour.colorspace, colour.color_range
-        return frame
-    frame = av.VideoFrame.from_ndarray(arr, format="yuv420p")
-    frame.colorspace, frame.color_range = planes.colorspace, planes.color_range
+        frame = frame.reformat(format=pix_fmt, dst_colorspace=form.matrix, dst_color_range=form.color_range)
+    frame.colorspace, frame.color_range = form.colorspace, form.color_range
     return frame
 
 
@@ -253,10 +253,10 @@ class _Writer(threading.Thread):
     """Encodes frames from a bounded queue and interleaves the input's audio packets, copied unchanged."""
 
     def __init__(self, container, vstream, fps: Fraction, src: Path, astream, inq: queue.Queue,
-                 stop: threading.Event, planes: Planes | None = None, nice: int = 0, colour: RgbColour | None = None):
+                 stop: threading.Event, form: Planes | RgbColour | None = None, nice: int = 0):
         super().__init__(name="ffexport-encode", daemon=True)
         self.c, self.vs, self.fps, self.src, self.as_ = container, vstream, fps, src, astream
-        self.planes, self.nice, self.colour = planes, nice, colour
+        self.form, self.nice = form, nice  # the frames' form and colour (_frame)
         self.inq, self.stop = inq, stop
         self.error: BaseException | None = None
         self.frames = 0
@@ -305,7 +305,7 @@ class _Writer(threading.Thread):
                 if item is _END:
                     break
                 arr, t = item
-                frame = _frame(av, arr, self.planes, self.colour, self.vs.pix_fmt)
+                frame = _frame(av, arr, self.form, self.vs.pix_fmt)
                 pts = round(t * self.fps) if t is not None else self._last_pts + 1
                 pts = max(pts, self._last_pts + 1)
                 frame.pts, frame.time_base = pts, tb
@@ -494,13 +494,13 @@ def codec_ceiling(src: str | Path, crf: int = 18, preset: str = "veryfast", code
             decode_s = time.perf_counter() - t0
             n = res["frames"] = len(frames)
             speeds = []
+            written = form or rgb_colour(info)  # as transcode writes them
             for _ in range(max(1, int(runs))):
                 t0 = time.perf_counter()
                 with av.open(str(Path(tmp) / f"ceiling{tag}{suffix}"), "w", format=fmt) as out:
-                    colour = rgb_colour(info) if form is None else None  # as transcode writes RGB frames
-                    vs = _add_video_stream(out, encoder, info, crf, preset, form or colour)
+                    vs = _add_video_stream(out, encoder, info, crf, preset, written)
                     for i, arr in enumerate(frames):
-                        frame = _frame(av, arr, form, colour, vs.pix_fmt)
+                        frame = _frame(av, arr, written, vs.pix_fmt)
                         frame.pts, frame.time_base = i, tb
                         out.mux(vs.encode(frame))
                     out.mux(vs.encode())
@@ -554,11 +554,11 @@ def transcode(src: str | Path, dst: str | Path, process: ProcessFn | None = None
             raise MediaError(f"cannot write {dst}: {_first_line(exc)}") from exc
         reader = writer = None
         try:
-            colour = rgb_colour(info) if planes is None else None
-            vs = _add_video_stream(out, encoder, info, crf, preset, planes or colour, encoder_threads)
+            form = planes or rgb_colour(info)  # what the frames are and the colour they are written with
+            vs = _add_video_stream(out, encoder, info, crf, preset, form, encoder_threads)
             astream = _add_audio_copy(out, src, dst.suffix.lower())
             reader = _Reader(src, frames_in, stop, planes, codec_nice)
-            writer = _Writer(out, vs, info.fps, src, astream, frames_out, stop, planes, codec_nice, colour)
+            writer = _Writer(out, vs, info.fps, src, astream, frames_out, stop, form, codec_nice)
             reader.start()
             writer.start()
             with _progress(progress) as bar, contextlib.closing(
