@@ -12,6 +12,7 @@ frame by frame instead (:data:`MAX_SLOT_WASTE`).  Either way, the same crops.
 from __future__ import annotations
 
 from collections import Counter
+from functools import lru_cache
 
 import torch
 
@@ -20,16 +21,17 @@ from ..vision import align
 from .device import from_host
 
 MAX_SLOT_WASTE = 2.0  # slots sampled per face kept, at most, before cropping frame by frame
-_TEMPLATES: dict[tuple, torch.Tensor] = {}
+
+
+@lru_cache(maxsize=64)
+def _template_points(template: Template, size: int, device: str) -> torch.Tensor:
+    return align.template_points(template, size).to(device)
 
 
 def template_points(template: Template, size: int, device: torch.device) -> torch.Tensor:
     """The template's points at ``size`` on ``device`` (:func:`~ffexport.vision.align.template_points`), copied
     there once: a copy per batch would wait for the work on the device."""
-    key = (template, size, str(device))
-    if key not in _TEMPLATES:
-        _TEMPLATES[key] = align.template_points(template, size).to(device)
-    return _TEMPLATES[key]
+    return _template_points(template, int(size), str(device))
 
 
 def slots(frames: list[int]) -> tuple[int, list[int]]:

@@ -63,26 +63,26 @@ def _rounds(rois: list[tuple[int, int, int, int]], frames: list[int]) -> list[li
 MAX_WINDOW_WASTE = 4.0  # a round pasted as one batch may blend at most this many times its faces' own pixels
 
 
-def paste(work: torch.Tensor, crops01: torch.Tensor, affine: torch.Tensor, index: torch.Tensor, blender: Stage,
-          mask: torch.Tensor, mask_values: Sequence[float] | None = None, frames: list[int] | None = None,
+def paste(work: torch.Tensor, crops01: torch.Tensor, affine: torch.Tensor, index: torch.Tensor | Sequence[int],
+          blender: Stage, mask: torch.Tensor, mask_values: Sequence[float] | None = None,
           rois: list[tuple[int, int, int, int]] | None = None) -> None:
     """Composite each crop into ``work`` in place with the blender stage, on each face's region only.
 
     ``work`` is ``B x 3 x H x W`` float holding integer values in [0, 255];
     ``crops01`` ``F x 3 x S x S`` in [0, 1]; ``affine`` ``F x 2 x 3`` crop -> frame
-    pixels; ``index`` the frame of each face.  The blender runs on each face's
+    pixels; ``index`` the frame of each face (a tensor, or a host list, which saves reading it back).  The blender runs on each face's
     region of interest only (its affine shifted by the region's offset), which
     gives the full-frame result at a fraction of the cost; values are rounded
     back to integers, so pixels the mask does not reach stay bit-exact.  The faces of a batch whose regions do
     not overlap go through the blender in one call (each on a window of the largest region's size that holds its
-    own); overlapping faces of a frame are pasted in order, in later calls.  ``frames`` (``index`` on the host)
-    and ``rois`` (:func:`mask_rois` of ``affine`` for crops of ``crops01``'s size), when the caller has them, save
-    reading them back here, where the device would first finish the work queued before.
+    own); overlapping faces of a frame are pasted in order, in later calls.  ``rois`` (:func:`mask_rois` of
+    ``affine`` for crops of ``crops01``'s size), when the caller has them, save reading them back here, where the
+    device would first finish the work queued before; so does ``index`` as a list.
     """
     h, w = work.shape[-2:]
     if rois is None:
         rois = mask_rois(affine, crops01.shape[-1], mask_values if mask_values is not None else mask.tolist(), h, w)
-    frames = index.tolist() if frames is None else frames
+    frames = index.tolist() if isinstance(index, torch.Tensor) else list(index)
     for group in _rounds(rois, frames):
         faces = [f for f in group if rois[f][2] > rois[f][0] and rois[f][3] > rois[f][1]]  # inside the frame
         if not faces:

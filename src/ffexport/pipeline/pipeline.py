@@ -392,11 +392,11 @@ class Pipeline:
         affine = align.invert_affine(M.double()).float()
         return crops, affine, (size, mask_rois(affine, size, self._mask_values, *images.shape[-2:]))
 
-    def _paste(self, work: torch.Tensor, crops01: torch.Tensor, affine: torch.Tensor, index: torch.Tensor,
-               frames: list[int], rois: tuple[int, list]) -> None:
+    def _paste(self, work: torch.Tensor, crops01: torch.Tensor, affine: torch.Tensor, frames: list[int],
+               rois: tuple[int, list]) -> None:
         """Paste ``crops01`` back with :meth:`_crops`' regions, which hold if the model kept the crops' size."""
         size, regions = rois
-        paste(work, crops01, affine, index, self.stages["blender"], self._mask, self._mask_values, frames,
+        paste(work, crops01, affine, frames, self.stages["blender"], self._mask, self._mask_values,
               regions if crops01.shape[-1] == size else None)
 
     def _output01(self, stage: Stage, out: torch.Tensor) -> torch.Tensor:
@@ -476,9 +476,9 @@ class Pipeline:
                 from .poisson import poisson_blend
 
                 swapped = poisson_blend(swapped, targets01.clamp(0, 1)).clamp(0, 1)
-            self._paste(work, swapped, affine, index, frames, rois)
+            self._paste(work, swapped, affine, frames, rois)
         if self.enhance:
-            self._enhance(work, kps, index, frames)
+            self._enhance(work, kps, frames)
         self._last = (kps, affine, index, size)
         with self._t("transfer"):
             if len(touched) < work.shape[0]:  # (indexing with the host list would wait for the device)
@@ -601,7 +601,7 @@ class Pipeline:
             if frame_height(f.shape[0]) < 8 or f.shape[1] < 8:
                 raise InputSpecError(f"frame of {f.shape[1]}x{frame_height(f.shape[0])} pixels is too small")
 
-    def _enhance(self, work: torch.Tensor, kps: torch.Tensor, index: torch.Tensor, frames: list[int]) -> None:
+    def _enhance(self, work: torch.Tensor, kps: torch.Tensor, frames: list[int]) -> None:
         stage = self.stages["enhancer"]
         spec = stage.spec
         size = int(spec.input_size[0])
@@ -611,7 +611,7 @@ class Pipeline:
             out = stage.run({spec.input_names[0]: align.normalize(crops, spec.preprocess)})[spec.output_names[0]]
             out01 = self._output01(stage, out).to(self.device)
         with self._t("blend"):
-            self._paste(work, out01, affine, index, frames, rois)
+            self._paste(work, out01, affine, frames, rois)
 
     @property
     def last_faces(self) -> list[dict]:
