@@ -3,18 +3,22 @@
 written after each part.
 
 1. The fixed-shape MTCNN cascade alone (the FP16 nets of a compile pipeline's stages, channels-last, CUDA graph,
-   the pipeline's 1280-px detection copies of the benchmark's frames), 1 and 32 frames a call, the pyramid levels'
-   NMS level by level (``NMS_ROWS=1``, the cascade before this session) and together (16, now): ms per frame
-   (median of synchronised calls, the read-back included), CUDA kernels per call (counted by the profiler on the
-   same cascade run without its graph), and the faces of the two compared.
+   the pipeline's 1280-px detection copies of the benchmark's frames), 1 and 32 frames a call, two forms alternated
+   twice (``CASCADE_AB``): ``nms`` (session 9): the pyramid levels' NMS level by level (``NMS_ROWS=1``) and
+   together (16); ``steps`` (session 11): the arithmetic between the nets eager and through torch.compile
+   (``compile_steps``).  Per form: ms per frame (median of synchronised calls, the read-back included), CUDA
+   kernels per call (counted by the profiler on the same cascade run without its graph), and the faces of the two
+   forms compared.
 2. The serial pipeline at batch 1 (FP16, ``streaming=False``), per run (default ``compile,torch``; a backend,
    or ``compile-padded``: the compile backend with the generator's one-face calls padded to its dynamic graph's 2,
-   as before ``Stage.warm_single_item``; ``compile-outer-scan``: the cascade's integral image scanned along its
+   as before ``Stage.warm_single_item``; ``compile-eager-steps``: the compile backend with the cascade's arithmetic
+   eager, as before ``compile_steps``; ``compile-outer-scan``: the cascade's integral image scanned along its
    outer axis, as before ``Pyramid``'s transposed scan) and detection copy size (default ``1280,640``): frame latency p50/p95 over 256 synchronised frames with the timers
    off, faces per frame; the stage timers over 64 frames; torch.profiler over 16 frames: host wall ms, CUDA kernel
    ms and kernels per frame, by stage range, and the top kernels.
 PARTS: ``cascade,pipeline`` (default) or one of them."""
 import json
+import os
 import statistics
 import sys
 import time
@@ -61,17 +65,24 @@ if "cascade" in parts:
                                 antialias=True) for i in range(0, 128, 32)]
         rows = []
         faces = {}
-        for nms_rows in (1, 16, 1, 16):  # twice each: the host's noise
+        ab = os.environ.get("CASCADE_AB", "nms")
+        forms = {"nms": (1, 16), "steps": (False, True)}[ab]
+        detectors = {}
+        for form in forms + forms:  # twice each: the host's noise
+            nms_rows, steps = (form, False) if ab == "nms" else (16, form)
             mtcnn.NMS_ROWS = nms_rows
             for b in (1, 32):
                 def make(graphs):
                     return MTCNNDetector(c.pnet, c.rnet, c.onet, device="cuda", thresholds=c.thresholds,
                                          min_face=c.min_face, capacity=Capacity(), cuda_graphs=graphs,
-                                         channels_last=c.channels_last)
-                det = make(True)
+                                         channels_last=c.channels_last, compile_steps=steps)
+                det = detectors.setdefault((form, b), make(True))  # the second round: graphs and kernels made
                 calls = [x[i:i + b] for x in copies for i in range(0, 32, b)][: (64 if b == 1 else 4)]
+                t0 = time.perf_counter()
                 for x in calls[:3]:
                     det.detect(x)
+                torch.cuda.synchronize()
+                warm_s = time.perf_counter() - t0
                 ms = []
                 got = []
                 for x in calls:
@@ -79,15 +90,16 @@ if "cascade" in parts:
                     t0 = time.perf_counter()
                     got += det.detect(x)
                     ms.append((time.perf_counter() - t0) * 1000.0 / b)
-                plain = make(False)
+                plain = detectors.setdefault(("plain", form, b), make(False))
                 plain.detect(calls[0])
                 torch.cuda.synchronize()
                 with profile(activities=[ProfilerActivity.CUDA]) as prof:
                     plain.detect(calls[0])
                     torch.cuda.synchronize()
                 n_k, k_ms = kernels(prof)
-                faces.setdefault(b, {})[nms_rows] = got
-                rows.append({"nms_rows": nms_rows, "batch": b, "ms_per_frame_p50": round(statistics.median(ms), 4),
+                faces.setdefault(b, {})[form] = got
+                rows.append({"form": f"{ab}={form}", "nms_rows": nms_rows, "compile_steps": steps, "batch": b,
+                             "warm_s": round(warm_s, 2), "ms_per_frame_p50": round(statistics.median(ms), 4),
                              "ms_per_frame_min": round(min(ms), 4), "kernels_per_call": n_k,
                              "kernel_ms_per_frame_ungraphed": round(k_ms / b, 4), "fallbacks": det.fallbacks,
                              "faces": sum(int(f[0].shape[0]) for f in got)})
@@ -95,10 +107,10 @@ if "cascade" in parts:
         mtcnn.NMS_ROWS = 16
         same = {}
         for b, by in faces.items():
-            a, z = by[1], by[16]
+            a, z = by[forms[0]], by[forms[1]]
             same[b] = max(float((x[0] - y[0]).abs().max()) if x[0].numel() else 0.0 for x, y in zip(a, z)) \
                 if all(x[0].shape == y[0].shape for x, y in zip(a, z)) else "different face counts"
-        res["cascade"] = {"rows": rows, "max_box_difference_px_1_vs_16": same}
+        res["cascade"] = {"rows": rows, f"max_box_difference_px_{forms[0]}_vs_{forms[1]}": same}
         save()
 
 # 2. the serial pipeline at batch 1
@@ -115,6 +127,9 @@ if "pipeline" in parts:
                 pipe.set_source(source)
                 if backend == "compile-padded":
                     pipe.stages["generator"].single_item_graph = False
+                if backend == "compile-eager-steps":
+                    pipe.detector.cascade.compile_steps = False
+                row["compile_steps"] = pipe.detector.cascade.compile_steps
                 row["generator_compile_s"] = dict(getattr(pipe.stages["generator"].runner, "compile_s", {}))
                 for f in frames[:24]:
                     pipe.process_frames([f])

@@ -92,6 +92,25 @@ class Pyramid(AreaPyramid):
     def _bins(n_in: int, n_out: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         return _level_bins(int(n_in), int(n_out), str(device))
 
+    def bins(self, size: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+        """A level's rows' and columns' first and last inputs ``(y0, y1, x0, x1)`` (kept per size)."""
+        (h, w), device = self.images.shape[-2:], self.images.device
+        return (*self._bins(h, size[0], device), *self._bins(w, size[1], device))
+
+    def level(self, size: tuple[int, int]) -> torch.Tensor:
+        if self._sums is None:
+            return super().level(size)
+        return _area_level(self._sums, *self.bins(size)).to(self.images.dtype)
+
+
+def _area_level(sums: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor, x0: torch.Tensor,
+                x1: torch.Tensor) -> torch.Tensor:
+    """A pyramid level's averages (float64) from the integral image ``sums`` and the level's bins: four gathers."""
+    top, bottom = sums.index_select(-2, y0), sums.index_select(-2, y1)
+    total = (bottom.index_select(-1, x1) - bottom.index_select(-1, x0)
+             - top.index_select(-1, x1) + top.index_select(-1, x0))
+    return total / ((y1 - y0)[:, None] * (x1 - x0)[None, :]).double()
+
 
 def _pad_to(x: torch.Tensor, k: int) -> torch.Tensor:
     """``x`` ``(B, K, ...)`` padded with zeros (False) to ``k`` along its second axis (itself when it has ``k``)."""
@@ -136,7 +155,7 @@ class MTCNNDetector:
                  thresholds: Sequence[float] = (0.6, 0.7, 0.7), min_face: float = 20, factor: float = 0.709,
                  nms_thresholds: Sequence[float] = (0.5, 0.7, 0.7, 0.7), max_batch: int | None = None,
                  pad_batches: bool = False, capacity: Capacity | None = None, cuda_graphs: bool = False,
-                 channels_last: bool = False):
+                 channels_last: bool = False, compile_steps: bool = False):
         if not 0.0 < factor < 1.0:
             raise ValueError(f"pyramid factor must be in (0, 1), got {factor}")
         if min_face < 1:
@@ -158,6 +177,10 @@ class MTCNNDetector:
         # the nets' inputs channels-last (NHWC): for nets whose weights are (Stage.channels_last)
         self.channels_last = bool(channels_last)
         self._graphs: dict[tuple, tuple] = {}
+        # the fixed-shape cascade's arithmetic between the nets (pyramid levels, windows, NMS, crops) through
+        # torch.compile: inductor fuses each step's few dozen small kernels into a few (the nets stay as they are)
+        self.compile_steps = bool(compile_steps) and capacity is not None
+        self._compiled: dict[str, Callable] = {}
 
     @classmethod
     def from_torch(cls, device: torch.device | str = "cpu", **kwargs) -> "MTCNNDetector":
@@ -202,15 +225,36 @@ class MTCNNDetector:
             return parts[0]
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
-    def _pnet_levels(self, images: torch.Tensor):
-        """P-Net on each pyramid level: ``((sx, sy), prob (B, h, w), reg (B, 4, h, w))``, ``sx, sy`` the level's
-        scale against the images."""
+    def _step(self, name: str) -> Callable:
+        """The cascade's method ``name``, through torch.compile when ``compile_steps`` (compiled once per input
+        shape, or once for every shape after the second: torch's automatic dynamic shapes)."""
+        if not self.compile_steps:
+            return getattr(self, name)
+        if name not in self._compiled:
+            self._compiled[name] = torch.compile(getattr(self, name), dynamic=None)
+        return self._compiled[name]
+
+    @staticmethod
+    def _level_input(sums, y0, y1, x0, x1) -> torch.Tensor:
+        """P-Net's input for a level of the integral image ``sums``: the area averages, normalised."""
+        return normalise(_area_level(sums, y0, y1, x0, x1).float())
+
+    def _pnet_outputs(self, images: torch.Tensor):
+        """P-Net on each pyramid level: ``((sx, sy), outputs)``, ``sx, sy`` the level's scale against the images."""
         h, w = images.shape[-2:]
         pyramid = Pyramid(images)
         for s in self.scales(h, w):
             sh, sw = max(CELL, math.ceil(h * s)), max(CELL, math.ceil(w * s))
-            out = self._run(self.pnet, normalise(pyramid.level((sh, sw))))
-            yield (sw / w, sh / h), out["prob"][:, 1].float(), out["reg"].float()
+            if self.compile_steps and pyramid._sums is not None:
+                x = self._step("_level_input")(pyramid._sums, *pyramid.bins((sh, sw)))
+            else:
+                x = normalise(pyramid.level((sh, sw)))
+            yield (sw / w, sh / h), self._run(self.pnet, x)
+
+    def _pnet_levels(self, images: torch.Tensor):
+        """P-Net on each pyramid level: ``((sx, sy), prob (B, h, w), reg (B, 4, h, w))``."""
+        for scale, out in self._pnet_outputs(images):
+            yield scale, out["prob"][:, 1].float(), out["reg"].float()
 
     def _propose(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """P-Net over the pyramid: square candidate boxes, their scores and image indices."""
@@ -261,9 +305,54 @@ class MTCNNDetector:
         return boxes[keep], points[keep], score[keep], index[keep]
 
     # the fixed-shape cascade ------------------------------------------------------------------
+    # Its arithmetic is in steps (methods of tensors, called through :meth:`_step`), the nets between them.
+
+    def _level_windows(self, prob, reg, sx, sy, cap: Capacity):
+        """A pyramid level's ``cap.level`` best P-Net windows: rows ``(B, k, 8)`` (the box in image pixels, then
+        the regression), scores ``(B, k)`` (highest first), live mask, and whether an image may have more live
+        windows than kept (None when the level has no more than ``k``)."""
+        prob, gw = prob[:, 1].float(), prob.shape[-1]
+        flat = prob.flatten(1)
+        k = min(cap.level, flat.shape[1])
+        score, cell = flat.topk(k, dim=1)  # highest first
+        live = score >= self.thresholds[0]
+        full = live[:, -1] if k < flat.shape[1] else None  # the k-th best passed: more may have
+        i, j = torch.div(cell, gw, rounding_mode="floor"), cell % gw
+        x1, y1 = (STRIDE * j).float(), (STRIDE * i).float()
+        box = torch.stack([x1 / sx, y1 / sy, (x1 + CELL) / sx, (y1 + CELL) / sy], -1)
+        r = torch.gather(reg.float().flatten(2), 2, cell[:, None, :].expand(-1, 4, -1)).transpose(1, 2)
+        return torch.cat([box, r], -1), score, live, full
+
+    @staticmethod
+    def _stack_levels(levels):
+        """The levels' rows, scores and live masks padded to one buffer size: ``(B, L, K, ...)`` (padding is
+        never live)."""
+        k = max(lv[1].shape[1] for lv in levels)
+        return tuple(torch.stack([_pad_to(lv[part], k) for lv in levels], 1) for part in range(3))
+
+    @staticmethod
+    def _nms(rows, scores, live, threshold: float, mode: str, rounds: int):
+        """:func:`~ffexport.vision.mtcnn.masked_nms` on the boxes of ``rows`` ``(B, K, D)``: the rows and scores
+        by score, highest first, which of them are kept, and whether the fixed point settled, per image."""
+        order, keep, settled = masked_nms(rows[..., :4], scores, live, threshold, mode=mode, rounds=rounds)
+        return _take(rows, order), torch.gather(scores, 1, order), keep, settled
+
+    def _pool(self, rows, scores, valid, cap: Capacity):
+        """The levels' kept windows pooled: the ``cap.pool`` best, NMS across levels, the ``cap.refine`` best as
+        regressed square boxes ``(B, R, 4)``, their scores and mask, and whether an image overflowed or its NMS did
+        not settle."""
+        n = rows.shape[0]
+        idx, over = _best(scores, valid, cap.pool)
+        rows, scores, valid = _take(rows, idx), torch.gather(scores, 1, idx), torch.gather(valid, 1, idx)
+        rows, scores, keep, settled = self._nms(rows, scores, valid, self.nms_thresholds[1], "union", cap.rounds)
+        idx, over2 = _best(scores, keep, cap.refine)
+        rows, scores, keep = _take(rows, idx), torch.gather(scores, 1, idx), torch.gather(keep, 1, idx)
+        boxes = square(regress(rows[..., :4].reshape(-1, 4), rows[..., 4:].reshape(-1, 4))).reshape(n, -1, 4)
+        return boxes, scores, keep, over | over2 | ~settled
+
     def _propose_fixed(self, images: torch.Tensor, cap: Capacity):
-        """P-Net over the pyramid on fixed buffers: ``(B, R, 8)`` boxes + regression, scores, valid mask, and
-        the images whose buffers overflowed or whose NMS did not settle.
+        """P-Net over the pyramid on fixed buffers: ``(B, R, 4)`` boxes, scores, valid mask, and the images whose
+        buffers overflowed or whose NMS did not settle.
 
         Each level's best windows are padded to one buffer size and the levels' NMS run together, a few levels a
         call (:data:`NMS_ROWS`): at a small batch the fixed point's rounds are a few launches for the whole pyramid
@@ -271,79 +360,74 @@ class MTCNNDetector:
         n = images.shape[0]
         levels = []
         bad = torch.zeros(n, dtype=torch.bool, device=images.device)
-        for (sx, sy), prob, reg in self._pnet_levels(images):
-            gw = prob.shape[-1]
-            flat = prob.flatten(1)
-            k = min(cap.level, flat.shape[1])
-            score, cell = flat.topk(k, dim=1)  # highest first
-            live = score >= self.thresholds[0]
-            if k < flat.shape[1]:
-                bad |= live[:, -1]  # the k-th best passed: more may have
-            i, j = torch.div(cell, gw, rounding_mode="floor"), cell % gw
-            x1, y1 = (STRIDE * j).float(), (STRIDE * i).float()
-            box = torch.stack([x1 / sx, y1 / sy, (x1 + CELL) / sx, (y1 + CELL) / sy], -1)
-            r = torch.gather(reg.flatten(2), 2, cell[:, None, :].expand(-1, 4, -1)).transpose(1, 2)
-            levels.append((torch.cat([box, r], -1), score, live))
+        for (sx, sy), out in self._pnet_outputs(images):
+            levels.append(self._step("_level_windows")(out["prob"], out["reg"], sx, sy, cap))
+            if levels[-1][3] is not None:
+                bad |= levels[-1][3]
         if not levels:
             return None
-        k = max(lv[1].shape[1] for lv in levels)
-        rows = torch.stack([_pad_to(row, k) for row, _, _ in levels], 1)  # (B, L, K, 8)
-        scores = torch.stack([_pad_to(sc, k) for _, sc, _ in levels], 1)
-        live = torch.stack([_pad_to(lv, k) for _, _, lv in levels], 1)  # padding: never live
+        rows, scores, live = self._step("_stack_levels")([lv[:3] for lv in levels])  # (B, L, K, ...)
+        count, k = rows.shape[1:3]
         per_call = max(1, NMS_ROWS // n)
         kept_rows, kept_scores, valid = [], [], []
-        for a in range(0, len(levels), per_call):
-            m = min(per_call, len(levels) - a)
-            box, sc = rows[:, a:a + m].reshape(n * m, k, 8), scores[:, a:a + m].reshape(n * m, k)
-            order, keep, settled = masked_nms(box[..., :4], sc, live[:, a:a + m].reshape(n * m, k),
-                                              self.nms_thresholds[0], rounds=cap.rounds)
+        for a in range(0, count, per_call):
+            m = min(per_call, count - a)
+            row, sc, keep, settled = self._step("_nms")(
+                rows[:, a:a + m].reshape(n * m, k, 8), scores[:, a:a + m].reshape(n * m, k),
+                live[:, a:a + m].reshape(n * m, k), self.nms_thresholds[0], "union", cap.rounds)
             bad |= ~settled.reshape(n, m).all(1)
-            kept_rows.append(_take(box, order).reshape(n, m * k, 8))
-            kept_scores.append(torch.gather(sc, 1, order).reshape(n, m * k))
+            kept_rows.append(row.reshape(n, m * k, 8))
+            kept_scores.append(sc.reshape(n, m * k))
             valid.append(keep.reshape(n, m * k))
-        rows, scores, valid = torch.cat(kept_rows, 1), torch.cat(kept_scores, 1), torch.cat(valid, 1)
-        idx, over = _best(scores, valid, cap.pool)
-        rows, scores, valid = _take(rows, idx), torch.gather(scores, 1, idx), torch.gather(valid, 1, idx)
-        order, keep, settled = masked_nms(rows[..., :4], scores, valid, self.nms_thresholds[1], rounds=cap.rounds)
-        rows, scores = _take(rows, order), torch.gather(scores, 1, order)
-        idx, over2 = _best(scores, keep, cap.refine)
-        rows, scores, keep = _take(rows, idx), torch.gather(scores, 1, idx), torch.gather(keep, 1, idx)
-        boxes = square(regress(rows[..., :4].reshape(-1, 4), rows[..., 4:].reshape(-1, 4))).reshape(n, -1, 4)
-        return boxes, scores, keep, bad | over | over2 | ~settled
+        boxes, scores, keep, bad2 = self._step("_pool")(torch.cat(kept_rows, 1), torch.cat(kept_scores, 1),
+                                                        torch.cat(valid, 1), cap)
+        return boxes, scores, keep, bad | bad2
 
     def _crops(self, images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
         k = boxes.shape[1]
         return normalise(crop_boxes(images, boxes.reshape(-1, 4), size, supersample=MAX_SUPERSAMPLE,
                                     boxes_per_image=k))
 
-    def _refine_fixed(self, images, boxes, valid, cap: Capacity):
+    def _refined(self, prob, reg, boxes, valid, cap: Capacity):
+        """R-Net's scores and regression applied: the ``cap.output`` best kept candidates as regressed square
+        boxes, their mask, and whether an image overflowed or its NMS did not settle."""
         n, k = boxes.shape[:2]
-        out = self._run(self.rnet, self._crops(images, boxes, 24))
-        score = out["prob"][:, 1].float().reshape(n, k)
-        reg = out["reg"].float().reshape(n, k, 4)
+        score = prob[:, 1].float().reshape(n, k)
+        reg = reg.float().reshape(n, k, 4)
         live = valid & (score > self.thresholds[1])
-        order, keep, settled = masked_nms(boxes, score, live, self.nms_thresholds[2], rounds=cap.rounds)
-        boxes, reg, score = _take(boxes, order), _take(reg, order), torch.gather(score, 1, order)
+        rows, score, keep, settled = self._nms(torch.cat([boxes, reg], -1), score, live, self.nms_thresholds[2],
+                                               "union", cap.rounds)
         idx, over = _best(score, keep, cap.output)
-        boxes, reg, keep = _take(boxes, idx), _take(reg, idx), torch.gather(keep, 1, idx)
-        boxes = square(regress(boxes.reshape(-1, 4), reg.reshape(-1, 4))).reshape(n, -1, 4)
+        rows, keep = _take(rows, idx), torch.gather(keep, 1, idx)
+        boxes = square(regress(rows[..., :4].reshape(-1, 4), rows[..., 4:].reshape(-1, 4))).reshape(n, -1, 4)
         return boxes, keep, over | ~settled
 
-    def _output_fixed(self, images, boxes, valid, cap: Capacity):
+    def _refine_fixed(self, images, boxes, valid, cap: Capacity):
+        out = self._run(self.rnet, self._step("_crops")(images, boxes, 24))
+        return self._step("_refined")(out["prob"], out["reg"], boxes, valid, cap)
+
+    def _outputs(self, prob, reg, lm, boxes, valid, cap: Capacity):
+        """O-Net's scores, regression and landmarks applied, the final NMS: boxes, points, scores (kept faces
+        first, by score), face counts and whether an image's NMS did not settle."""
         n, k = boxes.shape[:2]
-        out = self._run(self.onet, self._crops(images, boxes, 48))
-        score = out["prob"][:, 1].float().reshape(n, k)
-        reg, lm = out["reg"].float().reshape(n, k, 4), out["landmarks"].float().reshape(n, k, 10)
+        score = prob[:, 1].float().reshape(n, k)
+        reg, lm = reg.float().reshape(n, k, 4), lm.float().reshape(n, k, 10)
         live = valid & (score > self.thresholds[2])
         wh = boxes[..., 2:4] - boxes[..., 0:2]
         points = torch.stack([boxes[..., None, 0] + lm[..., :5] * wh[..., None, 0],
                               boxes[..., None, 1] + lm[..., 5:] * wh[..., None, 1]], -1)
         boxes = regress(boxes.reshape(-1, 4), reg.reshape(-1, 4)).reshape(n, k, 4)
-        order, keep, settled = masked_nms(boxes, score, live, self.nms_thresholds[3], mode="min", rounds=cap.rounds)
-        boxes, points, score = _take(boxes, order), _take(points, order), torch.gather(score, 1, order)
+        rows, score, keep, settled = self._nms(torch.cat([boxes, points.reshape(n, k, 10)], -1), score, live,
+                                               self.nms_thresholds[3], "min", cap.rounds)
         # kept faces first, by score (the masked NMS's order is by score already: a stable partition)
         first = torch.sort(keep.to(torch.uint8), dim=1, descending=True, stable=True).indices
-        return (_take(boxes, first), _take(points, first), torch.gather(score, 1, first), keep.sum(1), ~settled)
+        rows = _take(rows, first)
+        return (rows[..., :4], rows[..., 4:].reshape(n, k, 5, 2), torch.gather(score, 1, first), keep.sum(1),
+                ~settled)
+
+    def _output_fixed(self, images, boxes, valid, cap: Capacity):
+        out = self._run(self.onet, self._step("_crops")(images, boxes, 48))
+        return self._step("_outputs")(out["prob"], out["reg"], out["landmarks"], boxes, valid, cap)
 
     def _fixed(self, images: torch.Tensor, cap: Capacity):
         """The fixed-shape cascade's tensors: boxes, points, scores (kept faces first), face counts and the
@@ -452,6 +536,8 @@ class MTCNN:
         # is not captured inside another)
         graphs = gpu and all(s.backend in TORCH_BACKENDS for s in self.stages.values())
         nhwc = False
+        # the compile backend's cascade: its arithmetic between the nets compiled too (inside the same graph)
+        steps = graphs and all(s.backend == "compile" for s in self.stages.values())
         if graphs:
             for s in self.stages.values():
                 # inside the cascade's graph the eager nets launch nothing the graph does not replay at once;
@@ -460,7 +546,8 @@ class MTCNN:
             nhwc = channels_last and all([s.channels_last() for s in self.stages.values()])
         self.cascade = MTCNNDetector(*self.stages.values(), device=self.device, thresholds=(0.6, 0.7, last),
                                      min_face=min_face, max_batch=min(batch) if batch else None, pad_batches=pad,
-                                     capacity=capacity, cuda_graphs=graphs, channels_last=nhwc)
+                                     capacity=capacity, cuda_graphs=graphs, channels_last=nhwc,
+                                     compile_steps=steps)
 
     def detect(self, images: torch.Tensor) -> list[Faces]:
         """Per frame of ``images`` (``B x 3 x H x W`` float RGB in [0, 255]): boxes, 5 landmarks, scores."""
