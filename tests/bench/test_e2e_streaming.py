@@ -39,3 +39,17 @@ def test_pipeline_rows_record_the_executor_and_both_paths_swap_the_same_faces(bu
         assert r["stages_executor"] == "serial" and r["stages_ms"]["detect"] > 0
     assert "streaming executor" in stream["timer"] and "synchronised" in serial["timer"]
     assert stream["faces_swapped_per_frame"] == serial["faces_swapped_per_frame"] > 0
+
+
+def test_compile_seconds_counts_compiled_stages_and_the_detectors_graphs():
+    """A row's ``compile_s``: each compiled stage's first calls by module, and the MTCNN cascade's graph making
+    under ``detector`` (its compiled steps happen there); stages that compile nothing are left out."""
+    from types import SimpleNamespace as NS
+
+    from ffexport.bench.e2e import compile_seconds
+
+    stages = {"generator": NS(runner=NS(compile_s={"1x3x128x128": 1.25, "2x3x128x128": 2.5})),
+              "blender": NS(runner=NS(compile_s={})), "encoder": NS(runner=NS())}
+    pipe = NS(stages=stages, detector=NS(cascade=NS(capture_s={"1x3x720x1280": 58.25, "32x3x720x1280": 0.5})))
+    assert compile_seconds(pipe) == {"generator": 3.75, "detector": 58.75}
+    assert compile_seconds(NS(stages=stages, detector=NS())) == {"generator": 3.75}  # RetinaFace: no cascade

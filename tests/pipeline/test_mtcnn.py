@@ -384,6 +384,7 @@ def test_cascade_with_compiled_steps_finds_the_same_faces(tmp_path):
         _same_faces(got, want, atol=5e-2, score_atol=1e-3)
         assert [f[0].shape[0] for f in got] == [1] * 8
     assert steps.fallbacks == 0 and len(steps._graphs) == 2
+    assert sorted(steps.capture_s) == ["1x3x240x320", "4x3x240x320"] and min(steps.capture_s.values()) > 0
     assert {"_level_input", "_level_windows", "_nms", "_pool", "_crops", "_refined", "_outputs"} <= set(steps._compiled)
     for backend, on in (("compile", True), ("torch", False)):
         stages = {m: make_stage(specs.get(m), backend, "fp16", "cuda", out=tmp_path) for m in MTCNN_MODULES}

@@ -235,12 +235,16 @@ def batches(frames: list, batch: int) -> list[list]:
 
 
 def compile_seconds(pipe) -> dict[str, float]:
-    """Seconds each compiled stage spent compiling (the first call of each input shape), by module."""
+    """Seconds each compiled stage spent compiling (the first call of each input shape), by module, and the
+    detector's cascade making its CUDA graphs (``detector``: one per input shape, its compiled steps included)."""
     out = {}
     for module, stage in getattr(pipe, "stages", {}).items():
         seen = getattr(stage.runner, "compile_s", None)
         if seen:
             out[module] = round(sum(seen.values()), 3)
+    captured = getattr(getattr(getattr(pipe, "detector", None), "cascade", None), "capture_s", None)
+    if captured:
+        out["detector"] = round(sum(captured.values()), 3)
     return out
 
 

@@ -23,6 +23,7 @@ again by the variable-size cascade: both give the same faces.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
@@ -177,6 +178,7 @@ class MTCNNDetector:
         # the nets' inputs channels-last (NHWC): for nets whose weights are (Stage.channels_last)
         self.channels_last = bool(channels_last)
         self._graphs: dict[tuple, tuple] = {}
+        self.capture_s: dict[str, float] = {}  # input shape -> seconds its graph took to make (compiling included)
         # the fixed-shape cascade's arithmetic between the nets (pyramid levels, windows, NMS, crops) through
         # torch.compile: inductor fuses each step's few dozen small kernels into a few (the nets stay as they are)
         self.compile_steps = bool(compile_steps) and capacity is not None
@@ -444,6 +446,7 @@ class MTCNNDetector:
         """:meth:`_fixed` as a CUDA graph, captured once per input shape, then replayed with one launch."""
         key = tuple(images.shape)
         if key not in self._graphs:
+            t0 = time.perf_counter()
             static = images.clone()
             side = torch.cuda.Stream(images.device)
             side.wait_stream(torch.cuda.current_stream(images.device))
@@ -455,6 +458,8 @@ class MTCNNDetector:
             with torch.cuda.graph(graph):
                 outs = self._fixed(static, cap)
             self._graphs[key] = (graph, static, outs)
+            torch.cuda.synchronize(images.device)
+            self.capture_s["x".join(map(str, key))] = round(time.perf_counter() - t0, 3)
         graph, static, outs = self._graphs[key]
         static.copy_(images)
         graph.replay()
