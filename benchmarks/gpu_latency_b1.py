@@ -66,10 +66,11 @@ if "cascade" in parts:
         rows = []
         faces = {}
         ab = os.environ.get("CASCADE_AB", "nms")
-        forms = {"nms": (1, 16), "steps": (False, True)}[ab]
+        default_rows = mtcnn.NMS_ROWS
+        forms = {"nms": (1, default_rows), "steps": (False, True)}[ab]
         detectors = {}
         for form in forms + forms:  # twice each: the host's noise
-            nms_rows, steps = (form, False) if ab == "nms" else (16, form)
+            nms_rows, steps = (form, False) if ab == "nms" else (default_rows, form)
             mtcnn.NMS_ROWS = nms_rows
             for b in (1, 32):
                 def make(graphs):
@@ -104,7 +105,7 @@ if "cascade" in parts:
                              "kernel_ms_per_frame_ungraphed": round(k_ms / b, 4), "fallbacks": det.fallbacks,
                              "faces": sum(int(f[0].shape[0]) for f in got)})
                 print(rows[-1], flush=True)
-        mtcnn.NMS_ROWS = 16
+        mtcnn.NMS_ROWS = default_rows
         same = {}
         for b, by in faces.items():
             a, z = by[forms[0]], by[forms[1]]

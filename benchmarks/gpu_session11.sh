@@ -20,9 +20,6 @@ if compgen -G ".whl/*.whl" >/dev/null && [ ! -f "$SITE/.session11" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .whl/*.whl 2>&1 | tail -2
   touch "$SITE/.session11"
 fi
-serial() {  # a copy of configs/ with the serial executor
-  local d; d=$(mktemp -d)/configs && cp -r configs "$d" && echo "streaming: false" >> "$d/pipeline.yaml" && echo "$d"
-}
 part() {
   case "$1" in
     tests)

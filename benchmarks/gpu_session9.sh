@@ -17,9 +17,6 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . benchmarks/gpu_bench_env.sh
-serial() {  # a copy of configs/ with the serial executor
-  local d; d=$(mktemp -d)/configs && cp -r configs "$d" && echo "streaming: false" >> "$d/pipeline.yaml" && echo "$d"
-}
 part() {
   case "$1" in
     latency)

@@ -98,15 +98,11 @@ class Pyramid(AreaPyramid):
         (h, w), device = self.images.shape[-2:], self.images.device
         return (*self._bins(h, size[0], device), *self._bins(w, size[1], device))
 
-    def level(self, size: tuple[int, int]) -> torch.Tensor:
-        if self._sums is None:
-            return super().level(size)
-        return _area_level(self._sums, *self.bins(size)).to(self.images.dtype)
-
 
 def _area_level(sums: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor, x0: torch.Tensor,
                 x1: torch.Tensor) -> torch.Tensor:
-    """A pyramid level's averages (float64) from the integral image ``sums`` and the level's bins: four gathers."""
+    """:meth:`AreaPyramid.level`'s arithmetic (float64) as a function of tensors, for inductor: the level from the
+    integral image ``sums`` and the level's bins (:meth:`Pyramid.bins`), four gathers."""
     top, bottom = sums.index_select(-2, y0), sums.index_select(-2, y1)
     total = (bottom.index_select(-1, x1) - bottom.index_select(-1, x0)
              - top.index_select(-1, x1) + top.index_select(-1, x0))
@@ -118,6 +114,12 @@ def _pad_to(x: torch.Tensor, k: int) -> torch.Tensor:
     if x.shape[1] == k:
         return x
     return F.pad(x, (0, 0) * (x.ndim - 2) + (0, k - x.shape[1]))
+
+
+def _squares(rows: torch.Tensor) -> torch.Tensor:
+    """Rows ``(B, K, 8)`` of a box and its regression: the regressed boxes grown to squares, ``(B, K, 4)``."""
+    n = rows.shape[0]
+    return square(regress(rows[..., :4].reshape(-1, 4), rows[..., 4:].reshape(-1, 4))).reshape(n, -1, 4)
 
 
 def _best(score: torch.Tensor, keep: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -247,10 +249,10 @@ class MTCNNDetector:
         pyramid = Pyramid(images)
         for s in self.scales(h, w):
             sh, sw = max(CELL, math.ceil(h * s)), max(CELL, math.ceil(w * s))
-            if self.compile_steps and pyramid._sums is not None:
-                x = self._step("_level_input")(pyramid._sums, *pyramid.bins((sh, sw)))
-            else:
+            if pyramid._sums is None:  # on a CPU: F.interpolate
                 x = normalise(pyramid.level((sh, sw)))
+            else:
+                x = self._step("_level_input")(pyramid._sums, *pyramid.bins((sh, sw)))
             yield (sw / w, sh / h), self._run(self.pnet, x)
 
     def _pnet_levels(self, images: torch.Tensor):
@@ -343,14 +345,12 @@ class MTCNNDetector:
         """The levels' kept windows pooled: the ``cap.pool`` best, NMS across levels, the ``cap.refine`` best as
         regressed square boxes ``(B, R, 4)``, their scores and mask, and whether an image overflowed or its NMS did
         not settle."""
-        n = rows.shape[0]
         idx, over = _best(scores, valid, cap.pool)
         rows, scores, valid = _take(rows, idx), torch.gather(scores, 1, idx), torch.gather(valid, 1, idx)
         rows, scores, keep, settled = self._nms(rows, scores, valid, self.nms_thresholds[1], "union", cap.rounds)
         idx, over2 = _best(scores, keep, cap.refine)
         rows, scores, keep = _take(rows, idx), torch.gather(scores, 1, idx), torch.gather(keep, 1, idx)
-        boxes = square(regress(rows[..., :4].reshape(-1, 4), rows[..., 4:].reshape(-1, 4))).reshape(n, -1, 4)
-        return boxes, scores, keep, over | over2 | ~settled
+        return _squares(rows), scores, keep, over | over2 | ~settled
 
     def _propose_fixed(self, images: torch.Tensor, cap: Capacity):
         """P-Net over the pyramid on fixed buffers: ``(B, R, 4)`` boxes, scores, valid mask, and the images whose
@@ -400,9 +400,7 @@ class MTCNNDetector:
         rows, score, keep, settled = self._nms(torch.cat([boxes, reg], -1), score, live, self.nms_thresholds[2],
                                                "union", cap.rounds)
         idx, over = _best(score, keep, cap.output)
-        rows, keep = _take(rows, idx), torch.gather(keep, 1, idx)
-        boxes = square(regress(rows[..., :4].reshape(-1, 4), rows[..., 4:].reshape(-1, 4))).reshape(n, -1, 4)
-        return boxes, keep, over | ~settled
+        return _squares(_take(rows, idx)), torch.gather(keep, 1, idx), over | ~settled
 
     def _refine_fixed(self, images, boxes, valid, cap: Capacity):
         out = self._run(self.rnet, self._step("_crops")(images, boxes, 24))
