@@ -2,9 +2,10 @@
 """#12, lever 16's open question: where the compiled cascade's faces part from the eager cascade's on a GPU.
 
 Part 1, the final faces on the benchmark's first FRAMES frames (default 64; 1080p scaled to the 1280-px detection
-copy) from four fixed-shape cascades on the same nets: eager steps one frame a call (``eager-1``, a CUDA graph on
-the GPU as in the pipeline), compiled steps one a call (``steps-1``, the pipeline's), eager steps 32 frames a call
-(``eager-32``) and, on the GPU, eager steps one a call without a graph (``nograph-1``).  Each pair against
+copy) from fixed-shape cascades on the same nets: eager steps one frame a call (``eager-1``, a CUDA graph on the
+GPU as in the pipeline), compiled steps one a call (``steps-1``, the pipeline's, rounding as eager torch does:
+``eager_rounding``), the same compiled with inductor's own rounding (``fast-1``), eager and compiled steps 32
+frames a call (``eager-32``, ``steps-32``) and, on the GPU, eager steps one a call without a graph (``nograph-1``).  Each pair against
 ``eager-1``: the frames whose boxes differ by more than 0.05 px, the largest box and landmark differences.
 
 Part 2, on up to TRACED (default 4) of the frames where ``steps-1`` differs (or the frames of ``TRACE_FRAMES``,
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from ffexport import specs
 from ffexport.bench.e2e import frame_set
 from ffexport.pipeline.detectors import MTCNN_MODULES, make_detector
+from ffexport.pipeline import mtcnn
 from ffexport.pipeline.mtcnn import Capacity, MTCNNDetector
 from ffexport.pipeline.stages import make_stage
 
@@ -47,9 +49,12 @@ else:
             for m in MTCNN_MODULES]
     opts = {}
     steps = MTCNNDetector(*nets, capacity=Capacity(), compile_steps=True, **opts)
+fast = MTCNNDetector(*nets, capacity=Capacity(), cuda_graphs=gpu, compile_steps=True, **opts)
+fast.eager_rounding = False  # inductor's own rounding (approximate division, fused multiply-adds)
 eager = MTCNNDetector(*nets, capacity=Capacity(), cuda_graphs=gpu, **opts)
 plain = MTCNNDetector(*nets, capacity=Capacity(), **opts)  # no graph (the same as eager on the CPU)
 assert steps.compile_steps and not eager.compile_steps
+print(f"torch {torch.__version__}, inductor options of the compiled steps: {mtcnn.eager_rounding()}", flush=True)
 
 
 def run(det, per_call):
@@ -60,7 +65,8 @@ def run(det, per_call):
 
 
 t0 = time.time()
-results = {"eager-1": run(eager, 1), "steps-1": run(steps, 1), "eager-32": run(eager, 32)}
+results = {"eager-1": run(eager, 1), "steps-1": run(steps, 1), "fast-1": run(fast, 1), "eager-32": run(eager, 32),
+           "steps-32": run(steps, 32)}
 if gpu:
     results["nograph-1"] = run(plain, 1)
 print(f"part 1: {len(results)} cascades on {n} frames in {time.time() - t0:.0f} s", flush=True)

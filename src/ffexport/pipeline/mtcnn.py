@@ -109,6 +109,21 @@ def _area_level(sums: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor, x0: torc
     return total / ((y1 - y0)[:, None] * (x1 - x0)[None, :]).double()
 
 
+def eager_rounding() -> dict[str, bool]:
+    """inductor's options under which compiled arithmetic rounds as eager torch's does on a GPU: divisions rounded
+    to nearest (Triton's ``/`` is an approximate division, ~1 ulp off) and no multiply-adds fused into one rounding.
+
+    The cascade needs them: its NMS compares overlaps with thresholds that the P-Net grid's windows meet exactly
+    (two 12-px windows 4 px apart overlap by exactly 0.5), so a rounding either way keeps another window, and FP16
+    scores one step below 1.0 then pick another of a face's near-tied candidates, a box several pixels away.
+    ``{}`` where this torch has neither option."""
+    from torch._inductor import config
+
+    names = config.get_config_copy()
+    wanted = ("emulate_precision_casts", "eager_numerics.division_rounding", "emulate_divison_rounding")
+    return {k: True for k in wanted if k in names}
+
+
 def _pad_to(x: torch.Tensor, k: int) -> torch.Tensor:
     """``x`` ``(B, K, ...)`` padded with zeros (False) to ``k`` along its second axis (itself when it has ``k``)."""
     if x.shape[1] == k:
@@ -184,6 +199,7 @@ class MTCNNDetector:
         # the fixed-shape cascade's arithmetic between the nets (pyramid levels, windows, NMS, crops) through
         # torch.compile: inductor fuses each step's few dozen small kernels into a few (the nets stay as they are)
         self.compile_steps = bool(compile_steps) and capacity is not None
+        self.eager_rounding = True  # the compiled steps round as the eager ones (False: inductor's fast defaults)
         self._compiled: dict[str, Callable] = {}
 
     @classmethod
@@ -231,11 +247,13 @@ class MTCNNDetector:
 
     def _step(self, name: str) -> Callable:
         """The cascade's method ``name``, through torch.compile when ``compile_steps`` (compiled once per input
-        shape, or once for every shape after the second: torch's automatic dynamic shapes)."""
+        shape, or once for every shape after the second: torch's automatic dynamic shapes), rounding as eager
+        torch does unless ``eager_rounding`` is False (:func:`eager_rounding`)."""
         if not self.compile_steps:
             return getattr(self, name)
         if name not in self._compiled:
-            self._compiled[name] = torch.compile(getattr(self, name), dynamic=None)
+            self._compiled[name] = torch.compile(getattr(self, name), dynamic=None,
+                                                 options=eager_rounding() if self.eager_rounding else None)
         return self._compiled[name]
 
     @staticmethod
