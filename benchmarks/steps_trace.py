@@ -113,14 +113,14 @@ def describe(a, b, path=""):
 
 
 class Trace(MTCNNDetector):
-    """The eager cascade whose every step also runs compiled on the same inputs."""
+    """The eager cascade whose every step also runs compiled (as the pipeline compiles it) on the same inputs."""
 
     log: list
 
     def _step(self, name):
         eager_step = getattr(self, name)
         if name not in self._compiled:
-            self._compiled[name] = torch.compile(eager_step, dynamic=None)
+            self._compiled[name] = torch.compile(eager_step, dynamic=None, options=mtcnn.eager_rounding())
 
         def both(*args):
             a = eager_step(*args)

@@ -99,6 +99,15 @@ class Pyramid(AreaPyramid):
         return (*self._bins(h, size[0], device), *self._bins(w, size[1], device))
 
 
+@lru_cache(maxsize=256)
+def _level_scales(scales: tuple[tuple[float, float], ...], device: str) -> torch.Tensor:
+    """``(L, 4)`` float32 divisors ``sx, sy, sx, sy`` that take pyramid levels' pixels to the image's, on
+    ``device``, made once per frame size (a CUDA graph being captured cannot copy from the host).  A tensor, not
+    a number: inductor and eager torch both divide by a tensor with IEEE rounding, while by a number inductor
+    multiplies by a reciprocal of its own rounding."""
+    return torch.tensor([[sx, sy, sx, sy] for sx, sy in scales], dtype=torch.float32, device=device)
+
+
 def _area_level(sums: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor, x0: torch.Tensor,
                 x1: torch.Tensor) -> torch.Tensor:
     """:meth:`AreaPyramid.level`'s arithmetic (float64) as a function of tensors, for inductor: the level from the
@@ -110,13 +119,14 @@ def _area_level(sums: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor, x0: torc
 
 
 def eager_rounding() -> dict[str, bool]:
-    """inductor's options under which compiled arithmetic rounds as eager torch's does on a GPU: divisions rounded
-    to nearest (Triton's ``/`` is an approximate division, ~1 ulp off) and no multiply-adds fused into one rounding.
+    """inductor's options under which compiled arithmetic rounds as eager torch's does on a GPU: divisions of
+    tensors rounded to nearest (Triton's ``/`` is an approximate division, ~1 ulp off) and no multiply-adds fused
+    into one rounding.  ``{}`` where this torch has neither option.
 
-    The cascade needs them: its NMS compares overlaps with thresholds that the P-Net grid's windows meet exactly
-    (two 12-px windows 4 px apart overlap by exactly 0.5), so a rounding either way keeps another window, and FP16
-    scores one step below 1.0 then pick another of a face's near-tied candidates, a box several pixels away.
-    ``{}`` where this torch has neither option."""
+    The cascade's choices are sensitive to the last bit: an FP16 score one step below 1.0 against another at 1.0
+    decides which of a face's near-tied candidates is kept, a box several pixels away (``benchmarks/NOTES.md``,
+    #12 session 12).  Divisions by a number are not covered (inductor multiplies by a reciprocal): the cascade
+    divides by tensors where it matters (:func:`_level_scales`)."""
     from torch._inductor import config
 
     names = config.get_config_copy()
@@ -290,9 +300,10 @@ class MTCNNDetector:
                 top = torch.topk(score, MAX_CANDIDATES).indices
                 b, i, j, score = b[top], i[top], j[top], score[top]
             x1, y1 = (STRIDE * j).float(), (STRIDE * i).float()
-            box = torch.stack([x1 / sx, y1 / sy, (x1 + CELL) / sx, (y1 + CELL) / sy], 1)
+            box = torch.stack([x1, y1, x1 + CELL, y1 + CELL], 1)  # the level's pixels (see _level_windows)
             keep = batched_nms(box, score, b, self.nms_thresholds[0])  # regression waits until after NMS
-            boxes.append(torch.cat([box[keep], reg[b[keep], :, i[keep], j[keep]]], 1))
+            box = box[keep] / _level_scales(((sx, sy),), str(box.device))[0]
+            boxes.append(torch.cat([box, reg[b[keep], :, i[keep], j[keep]]], 1))
             scores.append(score[keep])
             index.append(b[keep])
         if not boxes:
@@ -329,10 +340,15 @@ class MTCNNDetector:
     # the fixed-shape cascade ------------------------------------------------------------------
     # Its arithmetic is in steps (methods of tensors, called through :meth:`_step`), the nets between them.
 
-    def _level_windows(self, prob, reg, sx, sy, cap: Capacity):
-        """A pyramid level's ``cap.level`` best P-Net windows: rows ``(B, k, 8)`` (the box in image pixels, then
-        the regression), scores ``(B, k)`` (highest first), live mask, and whether an image may have more live
-        windows than kept (None when the level has no more than ``k``)."""
+    def _level_windows(self, prob, reg, cap: Capacity):
+        """A pyramid level's ``cap.level`` best P-Net windows: rows ``(B, k, 8)`` (the box in the level's pixels,
+        then the regression), scores ``(B, k)`` (highest first), live mask, and whether an image may have more live
+        windows than kept (None when the level has no more than ``k``).
+
+        The boxes stay in the level's pixels, whole numbers, through the level's NMS: P-Net's windows are 12 px
+        on a 2-px grid, so two of them 4 px apart overlap by exactly the threshold (0.5), and in image pixels (a
+        division by the level's scale) the rounding of that division would decide whether one suppresses the
+        other: eager torch and inductor round it differently.  :meth:`_pool` scales them to image pixels."""
         prob, gw = prob[:, 1].float(), prob.shape[-1]
         flat = prob.flatten(1)
         k = min(cap.level, flat.shape[1])
@@ -341,7 +357,7 @@ class MTCNNDetector:
         full = live[:, -1] if k < flat.shape[1] else None  # the k-th best passed: more may have
         i, j = torch.div(cell, gw, rounding_mode="floor"), cell % gw
         x1, y1 = (STRIDE * j).float(), (STRIDE * i).float()
-        box = torch.stack([x1 / sx, y1 / sy, (x1 + CELL) / sx, (y1 + CELL) / sy], -1)
+        box = torch.stack([x1, y1, x1 + CELL, y1 + CELL], -1)
         r = torch.gather(reg.float().flatten(2), 2, cell[:, None, :].expand(-1, 4, -1)).transpose(1, 2)
         return torch.cat([box, r], -1), score, live, full
 
@@ -359,10 +375,14 @@ class MTCNNDetector:
         order, keep, settled = masked_nms(rows[..., :4], scores, live, threshold, mode=mode, rounds=rounds)
         return _take(rows, order), torch.gather(scores, 1, order), keep, settled
 
-    def _pool(self, rows, scores, valid, cap: Capacity):
-        """The levels' kept windows pooled: the ``cap.pool`` best, NMS across levels, the ``cap.refine`` best as
-        regressed square boxes ``(B, R, 4)``, their scores and mask, and whether an image overflowed or its NMS did
-        not settle."""
+    def _pool(self, rows, scores, valid, scales, cap: Capacity):
+        """The levels' kept windows (rows ``(B, L * K, 8)``, level by level, boxes in the levels' pixels) pooled in
+        image pixels (divided by ``scales`` ``(L, 4)``, :func:`_level_scales`): the ``cap.pool`` best, NMS across
+        levels, the ``cap.refine`` best as regressed square boxes ``(B, R, 4)``, their scores and mask, and whether
+        an image overflowed or its NMS did not settle."""
+        n, count = rows.shape[0], scales.shape[0]
+        levels = rows.reshape(n, count, -1, 8)
+        rows = torch.cat([levels[..., :4] / scales[None, :, None, :], levels[..., 4:]], -1).reshape(n, -1, 8)
         idx, over = _best(scores, valid, cap.pool)
         rows, scores, valid = _take(rows, idx), torch.gather(scores, 1, idx), torch.gather(valid, 1, idx)
         rows, scores, keep, settled = self._nms(rows, scores, valid, self.nms_thresholds[1], "union", cap.rounds)
@@ -378,10 +398,11 @@ class MTCNNDetector:
         call (:data:`NMS_ROWS`): at a small batch the fixed point's rounds are a few launches for the whole pyramid
         instead of a few per level; padding is never valid, so the faces are the same as level by level."""
         n = images.shape[0]
-        levels = []
+        levels, scales = [], []
         bad = torch.zeros(n, dtype=torch.bool, device=images.device)
-        for (sx, sy), out in self._pnet_outputs(images):
-            levels.append(self._step("_level_windows")(out["prob"], out["reg"], sx, sy, cap))
+        for scale, out in self._pnet_outputs(images):
+            scales.append(scale)
+            levels.append(self._step("_level_windows")(out["prob"], out["reg"], cap))
             if levels[-1][3] is not None:
                 bad |= levels[-1][3]
         if not levels:
@@ -400,7 +421,8 @@ class MTCNNDetector:
             kept_scores.append(sc.reshape(n, m * k))
             valid.append(keep.reshape(n, m * k))
         boxes, scores, keep, bad2 = self._step("_pool")(torch.cat(kept_rows, 1), torch.cat(kept_scores, 1),
-                                                        torch.cat(valid, 1), cap)
+                                                        torch.cat(valid, 1),
+                                                        _level_scales(tuple(scales), str(images.device)), cap)
         return boxes, scores, keep, bad | bad2
 
     def _crops(self, images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
