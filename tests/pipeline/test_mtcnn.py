@@ -4,6 +4,7 @@ MTCNN detector on stages."""
 from __future__ import annotations
 
 import importlib.util
+import math
 
 import numpy as np
 import pytest
@@ -285,6 +286,36 @@ def test_fixed_shape_cascade_gives_the_same_faces_whatever_levels_share_an_nms_c
     for other in results[1:]:
         _same_faces(other, results[0], atol=0.0)
     assert [r[0].shape[0] for r in results[0]] == [1, 1, 0]
+
+
+def _two_windows_pnet(feeds):
+    """A P-Net whose every level has two live windows, cells (0, 0) and (0, 2): 12-px windows 4 px apart."""
+    n, _, h, w = feeds["input"].shape
+    gh, gw = (h - 12) // 2 + 1, (w - 12) // 2 + 1
+    prob = torch.zeros(n, 2, gh, gw)
+    prob[:, 1, 0, 0], prob[:, 1, 0, 2] = 0.9, 0.8
+    return {"prob": prob, "reg": torch.zeros(n, 4, gh, gw)}
+
+
+@pytest.mark.parametrize("width", [60, 61, 67, 73, 97, 101])
+def test_level_nms_keeps_windows_that_overlap_by_exactly_its_threshold(width):
+    """Two windows 4 px apart overlap by exactly 0.5, the level NMS's threshold, so neither suppresses the other
+    (overlap above the threshold suppresses), at every pyramid scale and in both cascades: the NMS sees the
+    level's whole-number pixels, where no division's rounding (eager torch's or inductor's) decides."""
+    from ffexport.pipeline.mtcnn import Capacity
+
+    images = torch.zeros(1, 3, 24, width)  # min face 20: one pyramid level, scale 0.6 (15 x ceil(0.6 * width))
+    variable = MTCNNDetector(_two_windows_pnet, None, None)
+    assert len(variable.scales(24, width)) == 1
+    boxes, scores, _index = variable._propose(images)
+    assert scores.tolist() == pytest.approx([0.9, 0.8])
+    sx = math.ceil(0.6 * width) / width  # the level's width over the image's
+    centres = (boxes[:, 0] + boxes[:, 2]) / 2
+    assert centres.tolist() == pytest.approx([6 / sx, 10 / sx])  # cells 0 and 2, in image pixels
+    fixed = MTCNNDetector(_two_windows_pnet, None, None, capacity=Capacity())
+    got, got_scores, valid, bad = fixed._propose_fixed(images, fixed.capacity)
+    assert not bad.any() and valid.sum().item() == 2
+    assert torch.equal(got[valid], boxes) and torch.equal(got_scores[valid], scores)
 
 
 @pytest.mark.parametrize("capacity", [dict(level=4), dict(pool=8), dict(refine=2), dict(output=1), dict(rounds=0)])

@@ -103,8 +103,8 @@ class Pyramid(AreaPyramid):
 def _level_scales(scales: tuple[tuple[float, float], ...], device: str) -> torch.Tensor:
     """``(L, 4)`` float32 divisors ``sx, sy, sx, sy`` that take pyramid levels' pixels to the image's, on
     ``device``, made once per frame size (a CUDA graph being captured cannot copy from the host).  A tensor, not
-    a number: inductor and eager torch both divide by a tensor with IEEE rounding, while by a number inductor
-    multiplies by a reciprocal of its own rounding."""
+    a number: eager torch divides by a tensor with IEEE rounding, and so does inductor under
+    :func:`eager_rounding`'s options, while by a number each multiplies by a reciprocal rounded its own way."""
     return torch.tensor([[sx, sy, sx, sy] for sx, sy in scales], dtype=torch.float32, device=device)
 
 
