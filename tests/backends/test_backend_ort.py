@@ -48,3 +48,25 @@ def test_model_facts_size_and_convolutions(tmp_path, exported_small):
     size, convs = _model_facts(pnet)
     assert convs and size >= pnet.stat().st_size
     assert SHAPE_SESSIONS >= 11  # an image pyramid's levels fit (MTCNN at 1280x720: 11 levels)
+
+
+def test_user_cuda_options_go_over_ffexports_own_and_bad_ones_get_one_line(tmp_path, monkeypatch):
+    import pytest
+
+    from ffexport.backends.ort import CUDA_OPTIONS_ENV, cuda_options
+    from ffexport.errors import ConfigError
+
+    path = scale_model(tmp_path / "m.onnx")
+    monkeypatch.delenv(CUDA_OPTIONS_ENV, raising=False)
+    own = cuda_options(path, "cuda:1", stream=123, dynamic_spatial=True, cuda_graph=True)
+    assert own["device_id"] == "1" and own["use_tf32"] == "0" and own["cudnn_conv_algo_search"] == "HEURISTIC"
+    assert own["user_compute_stream"] == "123" and own["enable_cuda_graph"] == "1"
+    monkeypatch.setenv(CUDA_OPTIONS_ENV, " prefer_nhwc=1 , cudnn_conv_algo_search=DEFAULT,")
+    opts = cuda_options(path, "cuda", dynamic_spatial=False)
+    assert opts["prefer_nhwc"] == "1" and opts["cudnn_conv_algo_search"] == "DEFAULT" and opts["device_id"] == "0"
+    for bad, said in (("prefer_nhwc", "not key=value"), ("=1", "not key=value"),
+                      ("user_compute_stream=5", "set by ffexport itself"), ("device_id=2", "set by ffexport itself")):
+        monkeypatch.setenv(CUDA_OPTIONS_ENV, bad)
+        with pytest.raises(ConfigError, match=said) as info:
+            cuda_options(path, "cuda")
+        assert len(str(info.value).splitlines()) == 1 and CUDA_OPTIONS_ENV in str(info.value)

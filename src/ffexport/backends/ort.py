@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .._lazy import require
-from ..errors import ModelLoadError, RuntimeUnavailableError
+from ..errors import ConfigError, ModelLoadError, RuntimeUnavailableError
 from .base import Runner
 
 _ORT_TO_TORCH = {
@@ -59,6 +59,52 @@ def _quiet_default_logger(ort) -> None:
         _LOGGER_SET = True
 
 
+CUDA_OPTIONS_ENV = "FFEXPORT_ORT_CUDA_OPTIONS"
+# the CUDA provider options a session's caller owns (the device, the stream it orders with torch, graph capture)
+_OWNED_CUDA_OPTIONS = ("device_id", "user_compute_stream", "has_user_compute_stream", "enable_cuda_graph")
+
+
+def user_cuda_options() -> dict[str, str]:
+    """CUDA provider options set by the user in ``$FFEXPORT_ORT_CUDA_OPTIONS`` (``key=value`` pairs, comma-separated,
+    e.g. ``prefer_nhwc=0,cudnn_conv_algo_search=HEURISTIC``), over ffexport's own (:func:`cuda_options`).  An
+    option onnxruntime does not know makes the session fail to load, in one line."""
+    import os
+
+    text = os.environ.get(CUDA_OPTIONS_ENV, "").strip()
+    opts: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = (x.strip() for x in part.partition("="))
+        if not sep or not key or not value:
+            raise ConfigError(f"${CUDA_OPTIONS_ENV}: {part!r} is not key=value; "
+                              "e.g. FFEXPORT_ORT_CUDA_OPTIONS=prefer_nhwc=0")
+        if key in _OWNED_CUDA_OPTIONS:
+            raise ConfigError(f"${CUDA_OPTIONS_ENV}: {key} is set by ffexport itself (the device, its stream "
+                              "and CUDA graphs follow --device and the pipeline); remove it")
+        opts[key] = value
+    return opts
+
+
+def cuda_options(path: str | Path, device: str = "cuda", stream: int | None = None,
+                 dynamic_spatial: bool | None = None, cuda_graph: bool = False) -> dict[str, str]:
+    """The CUDA provider options of a session of ``path`` on ``device`` (see :func:`ort_session`), with the user's
+    ``$FFEXPORT_ORT_CUDA_OPTIONS`` over ffexport's defaults: TF32 off; cuDNN's exhaustive algorithm search, or its
+    heuristic choice for models with dynamic spatial axes."""
+    dev_id = int(device.split(":")[1]) if ":" in device else 0
+    opts = {"device_id": str(dev_id), "use_tf32": "0",
+            "cudnn_conv_algo_search": "HEURISTIC" if (
+                _dynamic_spatial(path) if dynamic_spatial is None else dynamic_spatial) else "EXHAUSTIVE",
+            **({"prefer_nhwc": PREFER_NHWC} if PREFER_NHWC else {})}
+    opts.update(user_cuda_options())
+    if stream is not None:
+        opts["user_compute_stream"] = str(stream)
+    if cuda_graph:
+        opts["enable_cuda_graph"] = "1"
+    return opts
+
+
+PREFER_NHWC = ""  # onnxruntime's own default unless measured otherwise (benchmarks/NOTES.md)
+
+
 def ort_session(path: str | Path, device: str = "cpu", threads: int = 0, stream: int | None = None,
                 dynamic_spatial: bool | None = None, qdq_reference: bool = False, cuda_graph: bool = False):
     """An InferenceSession on ``device`` ('cpu' or 'cuda[:N]'), with a one-line error if it cannot load.
@@ -93,14 +139,7 @@ def ort_session(path: str | Path, device: str = "cpu", threads: int = 0, stream:
             raise RuntimeUnavailableError(
                 f"onnxruntime {ort.__version__} here has no CUDA provider (providers: {ort.get_available_providers()}); "
                 "install onnxruntime-gpu: pip install 'ffexport[gpu]'")
-        dev_id = int(device.split(":")[1]) if ":" in device else 0
-        cuda_opts = {"device_id": dev_id, "use_tf32": "0",
-                     "cudnn_conv_algo_search": "HEURISTIC" if (
-                         _dynamic_spatial(path) if dynamic_spatial is None else dynamic_spatial) else "EXHAUSTIVE"}
-        if stream is not None:
-            cuda_opts["user_compute_stream"] = str(stream)
-        if cuda_graph:
-            cuda_opts["enable_cuda_graph"] = "1"
+        cuda_opts = cuda_options(path, device, stream, dynamic_spatial, cuda_graph)
         providers = [("CUDAExecutionProvider", cuda_opts), "CPUExecutionProvider"]
     else:
         providers = ["CPUExecutionProvider"]
@@ -389,6 +428,8 @@ class OrtRunner(Runner):
         d = super().describe()
         if self.sess is not None:
             d["providers"] = self.sess.get_providers()
+            if self.device.startswith("cuda") and user_cuda_options():
+                d["cuda_options"] = f"${CUDA_OPTIONS_ENV}: " + ",".join(f"{k}={v}" for k, v in user_cuda_options().items())
             if (self.shape_sessions or 1) > 1:
                 d["shape_sessions"] = f"{len(self._sessions)} of at most {self.shape_sessions}"
         if self.cuda_graph:

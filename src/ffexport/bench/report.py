@@ -327,8 +327,11 @@ def _ort_tf32_note(rows) -> list[str]:
                    if r.get("status") == "ok" and r.get("cuda_provider_options")})
     if not seen:
         return []
+    nhwc = sorted({str((r.get("cuda_provider_options") or {}).get("prefer_nhwc")) for r in rows
+                   if r.get("status") == "ok" and (r.get("cuda_provider_options") or {}).get("prefer_nhwc")})
+    layout = f", `prefer_nhwc={'/'.join(nhwc)}` (`1`: convolutions in NHWC)" if nhwc else ""
     return [f"* onnxruntime's CUDA provider ran with `use_tf32={'/'.join(seen)}` (its own setting; `1` lets its FP32 "
-            "convolutions and matmuls use TF32, which torch's FP32 rows here do not)."]
+            f"convolutions and matmuls use TF32, which torch's FP32 rows here do not){layout}."]
 
 
 def render_markdown(res: dict) -> str:

@@ -72,7 +72,7 @@ def _runner_facts(runner) -> dict:
             cuda = opts.get("CUDAExecutionProvider")
             if cuda:
                 facts["cuda_provider_options"] = {k: cuda[k] for k in ("use_tf32", "cudnn_conv_algo_search",
-                                                                       "device_id") if k in cuda}
+                                                                       "prefer_nhwc", "device_id") if k in cuda}
         except Exception:
             pass
     if getattr(runner, "compile_s", None):
