@@ -9,7 +9,7 @@ times ``OrtRunner(path, device="cuda")`` and ``OrtRunner(..., cuda_graph=True)``
 feeds (median of CUDA-event latency and of synchronised wall time per call, after warm-up calls that also
 capture the graphs), and compares their outputs (largest absolute difference, PSNR in dB on [0, 1]).  Also
 records, per artifact, its Cast and InstanceNormalization nodes and what the FP16 pass kept in FP32.
-``--nhwc 0,1``: each row once per value of the CUDA provider's ``prefer_nhwc`` (through
+``--nhwc 0,1``: each row once per value of the CUDA provider's ``prefer_nhwc`` (added to
 ``$FFEXPORT_ORT_CUDA_OPTIONS``, as a user sets it).  ``--kernels N``: the N CUDA kernels that take the most device
 time in a plain call (torch's profiler over 10 calls; CUPTI sees onnxruntime's kernels too), with the share of
 layout transposes and casts.
@@ -76,9 +76,10 @@ def main() -> None:
                 if "source" in f:
                     f["source"] = torch.nn.functional.normalize(f["source"] - 0.5, dim=1)
                 feeds.append(f)
+            base = os.environ.get(CUDA_OPTIONS_ENV, "")
             for nhwc in (a.nhwc.split(",") if a.nhwc else [None]):
-                if nhwc is not None:
-                    os.environ[CUDA_OPTIONS_ENV] = f"prefer_nhwc={nhwc}"
+                if nhwc is not None:  # over the options set outside
+                    os.environ[CUDA_OPTIONS_ENV] = ",".join(filter(None, (base, f"prefer_nhwc={nhwc}")))
                 row = time_row(a, spec, path, feeds, precision, batch)
                 row["prefer_nhwc"] = nhwc
                 res["rows"].append(row)

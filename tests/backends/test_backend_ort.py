@@ -70,3 +70,52 @@ def test_user_cuda_options_go_over_ffexports_own_and_bad_ones_get_one_line(tmp_p
         with pytest.raises(ConfigError, match=said) as info:
             cuda_options(path, "cuda")
         assert len(str(info.value).splitlines()) == 1 and CUDA_OPTIONS_ENV in str(info.value)
+
+
+def _conv_model(path, weight_dtype: str, qdq: bool = False):
+    """One 3x3 convolution, its weights stored as ``weight_dtype`` (float16: input and output cast around it, as
+    the FP16 pass leaves a model with FP32 IO), or as INT8 behind a DequantizeLinear (``qdq``)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    nodes, inits = [], []
+    x, y = "x", "y"
+    if qdq:
+        inits += [numpy_helper.from_array(np.round(w * 20).astype(np.int8), "wq"),
+                  numpy_helper.from_array(np.array(0.05, np.float32), "ws")]
+        nodes.append(helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"]))
+        nodes.append(helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]))
+    elif weight_dtype == "float16":
+        inits.append(numpy_helper.from_array(w.astype(np.float16), "w"))
+        nodes += [helper.make_node("Cast", ["x"], ["xh"], to=TensorProto.FLOAT16),
+                  helper.make_node("Conv", ["xh", "w"], ["yh"], pads=[1, 1, 1, 1]),
+                  helper.make_node("Cast", ["yh"], ["y"], to=TensorProto.FLOAT)]
+    else:
+        inits.append(numpy_helper.from_array(w, "w"))
+        nodes.append(helper.make_node("Conv", [x, "w"], [y], pads=[1, 1, 1, 1]))
+    g = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 8, 8])], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_tf32_is_on_for_fp16_models_only(tmp_path, monkeypatch):
+    """onnxruntime's use_tf32=0 also keeps its FP16 convolutions off the tensor cores: FP16 artifacts get 1, FP32
+    and Q/DQ ones keep 0 (their parity records are FP32 arithmetic); the user's setting goes over both."""
+    from ffexport.backends.ort import CUDA_OPTIONS_ENV, _graph_facts, cuda_options
+
+    monkeypatch.delenv(CUDA_OPTIONS_ENV, raising=False)
+    half, full, qdq = (_conv_model(tmp_path / f"{n}.onnx", d, q) for n, d, q in
+                       (("h", "float16", False), ("f", "float32", False), ("q", "float32", True)))
+    assert _graph_facts(half)["fp16_math"] and not _graph_facts(full)["fp16_math"]
+    assert not _graph_facts(qdq)["fp16_math"] and _graph_facts(qdq)["qdq"]
+    assert [cuda_options(p)["use_tf32"] for p in (half, full, qdq)] == ["1", "0", "0"]
+    monkeypatch.setenv(CUDA_OPTIONS_ENV, "use_tf32=0")
+    assert cuda_options(half)["use_tf32"] == "0"
+    # the models themselves run (CPU here): the FP16 one within FP16 rounding of the FP32 one
+    x = torch.randn(2, 3, 8, 8)
+    with OrtRunner(half) as h, OrtRunner(full) as f:
+        a, b = h.infer({"x": x})["y"], f.infer({"x": x})["y"]
+    assert a.shape == (2, 4, 8, 8) and torch.allclose(a, b, atol=0.05, rtol=0.01)

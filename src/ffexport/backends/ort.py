@@ -18,14 +18,18 @@ _ORT_TO_TORCH = {
 }
 
 
+_WEIGHTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+
+
 def _graph_facts(path: str | Path) -> dict:
     """What the runner decides from the graph, read in one load: ``size`` (file plus the external data its
     initializers point to), ``convs`` (has convolutions), ``dynamic_spatial`` (an input has a symbolic
-    axis besides the batch: MTCNN's P-Net, the blender)."""
+    axis besides the batch: MTCNN's P-Net, the blender), ``qdq`` (has QuantizeLinear or DequantizeLinear),
+    ``fp16_math`` (a convolution or matrix product takes FP16 weights: an FP16 artifact)."""
     onnx = require("onnx")
     path = Path(path)
     facts = {"size": path.stat().st_size if path.is_file() else 0, "convs": False, "dynamic_spatial": False,
-             "qdq": False}
+             "qdq": False, "fp16_math": False}
     try:
         g = onnx.load(str(path), load_external_data=False).graph
     except Exception:  # unreadable: the session reports it in one line
@@ -34,13 +38,13 @@ def _graph_facts(path: str | Path) -> dict:
     facts["convs"] = any(n.op_type in ("Conv", "ConvTranspose", "QLinearConv") for n in g.node)
     facts["qdq"] = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in g.node)
     inits = {i.name for i in g.initializer}
+    # an FP16 artifact's convolutions and matrix products take FP16 weights (an FP32 or a Q/DQ one's take FP32
+    # weights, or DequantizeLinear's output)
+    half = {i.name for i in g.initializer if i.data_type == onnx.TensorProto.FLOAT16}
+    facts["fp16_math"] = any(n.op_type in _WEIGHTED_OPS and len(n.input) > 1 and n.input[1] in half for n in g.node)
     facts["dynamic_spatial"] = any(d.dim_param and i > 0 for vi in g.input if vi.name not in inits
                                    for i, d in enumerate(vi.type.tensor_type.shape.dim))
     return facts
-
-
-def _dynamic_spatial(path: str | Path) -> bool:
-    return _graph_facts(path)["dynamic_spatial"]
 
 
 _LOGGER_SET = False
@@ -66,7 +70,7 @@ _OWNED_CUDA_OPTIONS = ("device_id", "user_compute_stream", "has_user_compute_str
 
 def user_cuda_options() -> dict[str, str]:
     """CUDA provider options set by the user in ``$FFEXPORT_ORT_CUDA_OPTIONS`` (``key=value`` pairs, comma-separated,
-    e.g. ``prefer_nhwc=0,cudnn_conv_algo_search=HEURISTIC``), over ffexport's own (:func:`cuda_options`).  An
+    e.g. ``use_tf32=0,cudnn_conv_algo_search=HEURISTIC``), over ffexport's own (:func:`cuda_options`).  An
     option onnxruntime does not know makes the session fail to load, in one line."""
     import os
 
@@ -76,7 +80,7 @@ def user_cuda_options() -> dict[str, str]:
         key, sep, value = (x.strip() for x in part.partition("="))
         if not sep or not key or not value:
             raise ConfigError(f"${CUDA_OPTIONS_ENV}: {part!r} is not key=value; "
-                              "e.g. FFEXPORT_ORT_CUDA_OPTIONS=prefer_nhwc=0")
+                              "e.g. FFEXPORT_ORT_CUDA_OPTIONS=use_tf32=0,prefer_nhwc=1")
         if key in _OWNED_CUDA_OPTIONS:
             raise ConfigError(f"${CUDA_OPTIONS_ENV}: {key} is set by ffexport itself (the device, its stream "
                               "and CUDA graphs follow --device and the pipeline); remove it")
@@ -85,15 +89,17 @@ def user_cuda_options() -> dict[str, str]:
 
 
 def cuda_options(path: str | Path, device: str = "cuda", stream: int | None = None,
-                 dynamic_spatial: bool | None = None, cuda_graph: bool = False) -> dict[str, str]:
+                 dynamic_spatial: bool | None = None, cuda_graph: bool = False,
+                 facts: dict | None = None) -> dict[str, str]:
     """The CUDA provider options of a session of ``path`` on ``device`` (see :func:`ort_session`), with the user's
-    ``$FFEXPORT_ORT_CUDA_OPTIONS`` over ffexport's defaults: TF32 off; cuDNN's exhaustive algorithm search, or its
-    heuristic choice for models with dynamic spatial axes."""
+    ``$FFEXPORT_ORT_CUDA_OPTIONS`` over ffexport's defaults: ``use_tf32`` 0 for an FP32 or Q/DQ model, 1 for one
+    whose convolutions or matrix products take FP16 weights; cuDNN's exhaustive algorithm search, or its heuristic
+    choice for models with dynamic spatial axes.  ``facts``: :func:`_graph_facts` of ``path``, when read already."""
+    facts = _graph_facts(path) if facts is None else facts
     dev_id = int(device.split(":")[1]) if ":" in device else 0
-    opts = {"device_id": str(dev_id), "use_tf32": "0",
+    opts = {"device_id": str(dev_id), "use_tf32": "1" if facts["fp16_math"] else "0",
             "cudnn_conv_algo_search": "HEURISTIC" if (
-                _dynamic_spatial(path) if dynamic_spatial is None else dynamic_spatial) else "EXHAUSTIVE",
-            **({"prefer_nhwc": PREFER_NHWC} if PREFER_NHWC else {})}
+                facts["dynamic_spatial"] if dynamic_spatial is None else dynamic_spatial) else "EXHAUSTIVE"}
     opts.update(user_cuda_options())
     if stream is not None:
         opts["user_compute_stream"] = str(stream)
@@ -102,11 +108,9 @@ def cuda_options(path: str | Path, device: str = "cuda", stream: int | None = No
     return opts
 
 
-PREFER_NHWC = ""  # onnxruntime's own default unless measured otherwise (benchmarks/NOTES.md)
-
-
 def ort_session(path: str | Path, device: str = "cpu", threads: int = 0, stream: int | None = None,
-                dynamic_spatial: bool | None = None, qdq_reference: bool = False, cuda_graph: bool = False):
+                dynamic_spatial: bool | None = None, qdq_reference: bool = False, cuda_graph: bool = False,
+                facts: dict | None = None):
     """An InferenceSession on ``device`` ('cpu' or 'cuda[:N]'), with a one-line error if it cannot load.
 
     ``qdq_reference``: run a Q/DQ model as the ONNX operators define it (QuantizeLinear and
@@ -116,9 +120,13 @@ def ort_session(path: str | Path, device: str = "cpu", threads: int = 0, stream:
     kernels, whose results depend on the CPU: on x86 without VNNI (AVX2, AVX-512F) they multiply
     u8 x s8 with VPMADDUBSW, which saturates 16-bit pair sums of full-range INT8 weights.
 
-    CUDA: TF32 is off (an FP32 artifact computes in FP32, as its parity record says), and models whose
-    spatial axes are dynamic use cuDNN's heuristic algorithm choice, because the default exhaustive search
-    re-benchmarks every new input shape (an image pyramid would be re-tuned on every frame size).
+    CUDA (:func:`cuda_options`): TF32 is off for an FP32 or Q/DQ model (an FP32 artifact computes in FP32, as
+    its parity record says) and on for an FP16 one: onnxruntime's
+    ``use_tf32=0`` also puts cuDNN's FP16 convolutions in FMA math mode, which rules out tensor cores (the
+    FP16 inswapper on an H200: 19.0 ms at batch 1 with it, 3.2 ms without; benchmarks/NOTES.md, session 13).
+    Models whose spatial axes are dynamic use cuDNN's heuristic algorithm choice, because the default
+    exhaustive search re-benchmarks every new input shape (an image pyramid would be re-tuned on every frame
+    size).  ``facts``: :func:`_graph_facts` of ``path``, when read already.
     ``cuda_graph`` (CUDA only): the session captures its first runs as a CUDA graph and replays it (the CUDA
     provider's ``enable_cuda_graph``); its caller must bind the same device buffers, of the same shapes, on every
     run (:class:`OrtRunner` with ``cuda_graph=True`` does).  onnxruntime refuses such a session when a node of
@@ -139,7 +147,7 @@ def ort_session(path: str | Path, device: str = "cpu", threads: int = 0, stream:
             raise RuntimeUnavailableError(
                 f"onnxruntime {ort.__version__} here has no CUDA provider (providers: {ort.get_available_providers()}); "
                 "install onnxruntime-gpu: pip install 'ffexport[gpu]'")
-        cuda_opts = cuda_options(path, device, stream, dynamic_spatial, cuda_graph)
+        cuda_opts = cuda_options(path, device, stream, dynamic_spatial, cuda_graph, facts)
         providers = [("CUDAExecutionProvider", cuda_opts), "CPUExecutionProvider"]
     else:
         providers = ["CPUExecutionProvider"]
@@ -256,7 +264,8 @@ class OrtRunner(Runner):
     def _new_session(self, cuda_graph: bool = False):
         stream = self._stream.cuda_stream if self._stream is not None else None
         return ort_session(self.path, self.device, self.threads, stream, self._facts["dynamic_spatial"],
-                           qdq_reference=self.qdq_reference and self._facts["qdq"], cuda_graph=cuda_graph)
+                           qdq_reference=self.qdq_reference and self._facts["qdq"], cuda_graph=cuda_graph,
+                           facts=self._facts)
 
     @property
     def _graphs_on(self) -> bool:

@@ -330,8 +330,10 @@ def _ort_tf32_note(rows) -> list[str]:
     nhwc = sorted({str((r.get("cuda_provider_options") or {}).get("prefer_nhwc")) for r in rows
                    if r.get("status") == "ok" and (r.get("cuda_provider_options") or {}).get("prefer_nhwc")})
     layout = f", `prefer_nhwc={'/'.join(nhwc)}` (`1`: convolutions in NHWC)" if nhwc else ""
-    return [f"* onnxruntime's CUDA provider ran with `use_tf32={'/'.join(seen)}` (its own setting; `1` lets its FP32 "
-            f"convolutions and matmuls use TF32, which torch's FP32 rows here do not){layout}."]
+    return [f"* onnxruntime's CUDA provider ran with `use_tf32={'/'.join(seen)}` (its own setting: `0` for FP32 and "
+            "Q/DQ artifacts, whose FP32 convolutions and matmuls would otherwise use TF32, which torch's FP32 rows "
+            "here do not; `1` for FP16 artifacts, whose convolutions onnxruntime runs without tensor cores under "
+            f"`0`){layout}."]
 
 
 def render_markdown(res: dict) -> str:
