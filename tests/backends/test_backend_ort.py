@@ -119,3 +119,26 @@ def test_tf32_is_on_for_fp16_models_only(tmp_path, monkeypatch):
     with OrtRunner(half) as h, OrtRunner(full) as f:
         a, b = h.infer({"x": x})["y"], f.infer({"x": x})["y"]
     assert a.shape == (2, 4, 8, 8) and torch.allclose(a, b, atol=0.05, rtol=0.01)
+
+
+def test_cuda_runs_leave_the_host_free_unless_the_user_asks(tmp_path, monkeypatch):
+    """The runner's CUDA runs carry onnxruntime's run option that skips its host synchronisation at the end of a run
+    (ordering is by CUDA events; a caller's CUDA graph can then capture the run); $FFEXPORT_ORT_HOST_SYNC=1 restores
+    it.  The option is a run option onnxruntime reads, so a run with it works (here on the CPU provider)."""
+    import pytest
+
+    ort = pytest.importorskip("onnxruntime")
+    from ffexport.backends.ort import HOST_SYNC_ENV, cuda_run_options
+
+    key = "disable_synchronize_execution_providers"
+    monkeypatch.delenv(HOST_SYNC_ENV, raising=False)
+    opts = cuda_run_options(ort)
+    assert opts.get_run_config_entry(key) == "1"
+    import numpy as np
+
+    sess = ort.InferenceSession(str(scale_model(tmp_path / "m.onnx")), providers=["CPUExecutionProvider"])
+    y = sess.run(["y"], {"x": np.ones((2, 5), np.float32)}, opts)[0]
+    assert np.array_equal(y, np.full((2, 5), 2.0, np.float32))
+    monkeypatch.setenv(HOST_SYNC_ENV, "1")
+    with pytest.raises(RuntimeError):
+        cuda_run_options(ort).get_run_config_entry(key)

@@ -363,6 +363,49 @@ def test_cascade_as_a_cuda_graph_finds_the_same_faces(astronaut, tmp_path):
     _same_faces(first + second, [plain.detect(clip[i:i + 1])[0] for i in range(clip.shape[0])], atol=5e-2)
 
 
+def _ort_mtcnn_stages(tmp_path):
+    """The three nets exported to ONNX (FP32, the spec's dynamic axes), each an onnxruntime-CUDA stage."""
+    from ffexport.backends.ort import OrtRunner
+    from ffexport.pipeline.stages import Stage
+
+    stages = {}
+    for module in MODULES:
+        spec = specs.get(module)
+        path = tmp_path / f"{module}.onnx"
+        size = (1, 3, *(d if isinstance(d, int) else 48 for d in spec.inputs[0].shape[2:]))
+        torch.onnx.export(build_model(spec), (torch.rand(size),), str(path), input_names=spec.input_names,
+                          output_names=spec.output_names, dynamic_axes=spec.dynamic_axes, opset_version=17,
+                          dynamo=False)
+        runner = OrtRunner(path, spec=spec, device="cuda")
+        runner.activate()
+        stages[module] = Stage(spec, runner, "ort", "fp32")
+    return stages
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and importlib.util.find_spec("onnxruntime") is not None
+                         and "CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers()),
+                    reason="needs a CUDA GPU and onnxruntime-gpu")
+def test_cascade_with_onnxruntime_nets_as_a_cuda_graph_finds_the_same_faces(tmp_path, monkeypatch):
+    """onnxruntime's runs queue on its stream without host synchronisation, so the pipeline's cascade captures them
+    with its own arithmetic in one CUDA graph: the same faces as the cascade run without a graph on the same
+    sessions' arithmetic, and faces returned from one replay survive the next."""
+    from ffexport.pipeline.mtcnn import GRAPH_ENV, MTCNN
+
+    clip = _clip_frames(tmp_path).cuda()
+    monkeypatch.setenv(GRAPH_ENV, "0")
+    plain = MTCNN(_ort_mtcnn_stages(tmp_path / "plain"), device="cuda")
+    monkeypatch.delenv(GRAPH_ENV)
+    graphed = MTCNN(_ort_mtcnn_stages(tmp_path / "graphed"), device="cuda")
+    assert graphed.cascade.cuda_graphs and not plain.cascade.cuda_graphs
+    first = graphed.detect(clip[:4])
+    second = graphed.detect(clip[4:])
+    assert graphed.cascade.graph_off == "" and len(graphed.cascade._graphs) == 1
+    assert graphed.cascade.fallbacks == 0
+    want = plain.detect(clip[:4]) + plain.detect(clip[4:])
+    assert [f[0].shape[0] for f in want] == [f[0].shape[0] for f in first + second]
+    _same_faces(first + second, want, atol=1e-2, score_atol=1e-4)
+
+
 def test_the_cascades_pyramid_with_bins_made_once_gives_the_same_levels(astronaut):
     """The cascade's Pyramid (bins kept per frame and level size, column sums along the transpose) against
     AreaPyramid, from the integral image: bit for bit on whole pixel values (the test image), twice (the second

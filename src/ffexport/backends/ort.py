@@ -88,6 +88,28 @@ def user_cuda_options() -> dict[str, str]:
     return opts
 
 
+HOST_SYNC_ENV = "FFEXPORT_ORT_HOST_SYNC"
+
+
+def user_host_sync() -> bool:
+    """Whether ``$FFEXPORT_ORT_HOST_SYNC=1`` asks onnxruntime to synchronise the host after every CUDA run."""
+    import os
+
+    return os.environ.get(HOST_SYNC_ENV, "").strip() == "1"
+
+
+def cuda_run_options(ort):
+    """The run options of :class:`OrtRunner`'s CUDA runs: onnxruntime does not synchronise the host with the device at
+    the end of a run (its run option ``disable_synchronize_execution_providers``).  The runner orders its stream
+    with torch's by CUDA events, so whatever reads the outputs (torch's kernels, a copy to the host) waits for them
+    on the device, while the host queues the next stage meanwhile.  ``$FFEXPORT_ORT_HOST_SYNC=1`` restores
+    onnxruntime's synchronisation (to compare)."""
+    opts = ort.RunOptions()
+    if not user_host_sync():
+        opts.add_run_config_entry("disable_synchronize_execution_providers", "1")
+    return opts
+
+
 def cuda_options(path: str | Path, device: str = "cuda", stream: int | None = None,
                  dynamic_spatial: bool | None = None, cuda_graph: bool = False,
                  facts: dict | None = None) -> dict[str, str]:
@@ -209,6 +231,14 @@ class OrtRunner(Runner):
     When onnxruntime refuses the graph session (a node placed on the CPU) or its first run fails, the runner
     goes on without graphs and says why in :meth:`describe` (``cuda_graph``).  One thread per runner: a
     graph session may not run from two threads at once.
+
+    No host synchronisation (:func:`cuda_run_options`): a CUDA run returns once its kernels are queued.  Outputs
+    whose shape the inputs' named axes do not tell (MTCNN's P-Net maps) are allocated by onnxruntime on their
+    input shapes' first run; later runs of those shapes bind torch tensors of the shapes it gave, so the whole
+    run is queued on the device and can be captured in a caller's CUDA graph (the MTCNN cascade's).  A model whose
+    output shapes depend on the input values (a run fails on the remembered shapes) stops remembering them.  The
+    sessions that ran while a caller captured a CUDA graph are kept for the runner's life: the graph replays
+    kernels on their memory.
     """
 
     backend = "ort"
@@ -231,6 +261,10 @@ class OrtRunner(Runner):
         self._graphs: "OrderedDict[tuple, _GraphSlot]" = OrderedDict()
         self._graph_shapes: "OrderedDict[tuple, dict]" = OrderedDict()  # input shapes -> output name -> shape
         self._graph_off = ""  # why graphs stopped being used ("" while they are)
+        self._run_opts = None  # CUDA runs' RunOptions (cuda_run_options)
+        self._out_shapes: "OrderedDict[tuple, dict]" = OrderedDict()  # input shapes -> output name -> shape
+        self._remember_shapes = True  # False once a run failed on remembered output shapes
+        self._captured: dict[int, object] = {}  # sessions that ran inside a caller's CUDA graph capture
 
     def activate_impl(self) -> None:
         torch = require("torch")
@@ -240,6 +274,7 @@ class OrtRunner(Runner):
         if cuda:
             dev = torch.device(self.device)
             self._stream = torch.cuda.Stream(device=dev)
+            self._run_opts = cuda_run_options(require("onnxruntime", "running ONNX models"))
         self.sess = self._new_session()
         self.load_time_s = time.perf_counter() - t0
         ins, outs = self.sess.get_inputs(), self.sess.get_outputs()
@@ -260,6 +295,9 @@ class OrtRunner(Runner):
         self._graphs.clear()
         self._graph_shapes.clear()
         self._graph_off = ""
+        self._out_shapes.clear()
+        self._remember_shapes = True
+        self._captured.clear()
 
     def _new_session(self, cuda_graph: bool = False):
         stream = self._stream.cuda_stream if self._stream is not None else None
@@ -379,7 +417,7 @@ class OrtRunner(Runner):
         stream = self._stream
         stream.wait_stream(caller)
         try:
-            slot.sess.run_with_iobinding(slot.binding)
+            slot.sess.run_with_iobinding(slot.binding, self._run_opts)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
             if slot.runs:
                 raise
@@ -399,6 +437,29 @@ class OrtRunner(Runner):
         caller = torch.cuda.current_stream(dev)
         inputs = {n: self._cast(n, feeds[n].to(dev, non_blocking=True)).contiguous() for n in self.input_names}
         sess = self._session_for(key)
+        if torch.cuda.is_current_stream_capturing():
+            self._captured[id(sess)] = sess  # a caller's graph will replay kernels on this session's memory
+        known = self._out_shapes.get(key) if self._remember_shapes else None
+        try:
+            outs, late = self._bind_and_run(sess, inputs, dev, caller, known or {})
+        except Exception:  # noqa: BLE001 - onnxruntime raises its own exception types
+            if not known:
+                raise
+            # outputs whose shape depends on the input values: let onnxruntime allocate them from now on
+            self._remember_shapes = False
+            self._out_shapes.clear()
+            outs, late = self._bind_and_run(sess, inputs, dev, caller, {})
+        if late and self._remember_shapes:
+            self._out_shapes[key] = {n: tuple(outs[n].shape) for n in late}
+            while len(self._out_shapes) > 64:
+                self._out_shapes.popitem(last=False)
+        return {n: outs[n] for n in self.output_names}
+
+    def _bind_and_run(self, sess, inputs: dict, dev, caller, known: dict) -> tuple[dict, list]:
+        """Bind ``inputs`` and the outputs (torch tensors where the shape is known: from the inputs' named axes or
+        ``known``; onnxruntime's own allocation otherwise, returned as ``late``) and queue the run on the
+        runner's stream, ordered after the caller's stream and before its later work."""
+        torch = require("torch")
         binding = sess.io_binding()
         for n, t in inputs.items():
             binding.bind_input(n, "cuda", dev.index or 0, _np_dtype(t.dtype), list(t.shape), t.data_ptr())
@@ -406,6 +467,8 @@ class OrtRunner(Runner):
         late = []
         for n in self.output_names:
             shape = self._output_shape(n, inputs)
+            if shape is None and n in known:
+                shape = list(known[n])
             if shape is None:
                 binding.bind_output(n, "cuda", dev.index or 0)
                 late.append(n)
@@ -417,13 +480,13 @@ class OrtRunner(Runner):
         stream.wait_stream(caller)  # what torch queued to produce the inputs runs first
         for t in (*inputs.values(), *outs.values()):
             t.record_stream(stream)  # the allocator may not hand this memory out before onnxruntime is done
-        sess.run_with_iobinding(binding)
+        sess.run_with_iobinding(binding, self._run_opts)
         caller.wait_stream(stream)
         if late:  # shapes not derivable from the inputs: ORT allocated them on the device; take them over
             values = dict(zip(self.output_names, binding.get_outputs()))
             for n in late:
                 outs[n] = _ortvalue_to_torch(values[n], dev)
-        return {n: outs[n] for n in self.output_names}
+        return outs, late
 
     def deactivate_impl(self) -> None:
         self.sess = None
@@ -431,7 +494,10 @@ class OrtRunner(Runner):
         self._seen.clear()
         self._graphs.clear()
         self._graph_shapes.clear()
+        self._out_shapes.clear()
+        self._captured.clear()
         self._stream = None
+        self._run_opts = None
 
     def describe(self) -> dict:
         d = super().describe()
@@ -439,6 +505,8 @@ class OrtRunner(Runner):
             d["providers"] = self.sess.get_providers()
             if self.device.startswith("cuda") and user_cuda_options():
                 d["cuda_options"] = f"${CUDA_OPTIONS_ENV}: " + ",".join(f"{k}={v}" for k, v in user_cuda_options().items())
+            if self._run_opts is not None and user_host_sync():
+                d["host_sync"] = f"on (${HOST_SYNC_ENV}=1)"
             if (self.shape_sessions or 1) > 1:
                 d["shape_sessions"] = f"{len(self._sessions)} of at most {self.shape_sessions}"
         if self.cuda_graph:

@@ -319,7 +319,9 @@ def measure(cfg: dict) -> dict:
         memory = probe.read()
         video = _video_run(pipe, cfg) if (not naive and cfg.get("video")) else None
         facts = pipe.describe()
-        fallbacks = getattr(getattr(pipe.detector, "cascade", None), "fallbacks", None) if not naive else None
+        cascade = getattr(pipe.detector, "cascade", None) if not naive else None
+        fallbacks = getattr(cascade, "fallbacks", None)
+        detector_graph = _cascade_graph(cascade)
     finally:
         pipe.close()
     timer = (f"perf_counter, per call of {batch} frame(s) from its hand-off to the streaming executor to its "
@@ -340,7 +342,19 @@ def measure(cfg: dict) -> dict:
         row["compile_s_while_timed"] = recompiled  # new input shapes met while timing (included in the FPS)
     if fallbacks is not None:
         row["detector_fallbacks"] = fallbacks
+    if detector_graph:
+        row["detector_graph"] = detector_graph
     return row
+
+
+def _cascade_graph(cascade) -> str:
+    """Whether the MTCNN cascade ran as CUDA graphs ("on", or "off: why" after a failed capture); "" for a detector
+    that never captures (on a CPU, another detector)."""
+    if cascade is None or getattr(cascade, "capacity", None) is None or cascade.device.type != "cuda":
+        return ""
+    if cascade.cuda_graphs:
+        return "on"
+    return f"off: {cascade.graph_off}" if getattr(cascade, "graph_off", "") else "off"
 
 
 def _stage_breakdown(pipe, calls, naive: bool) -> dict:

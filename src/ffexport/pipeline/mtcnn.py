@@ -23,6 +23,7 @@ again by the variable-size cascade: both give the same faces.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -48,6 +49,12 @@ MAX_CANDIDATES = 4096  # per pyramid level, highest scores first (bounds the NxN
 # the fixed-shape cascade runs the pyramid levels' NMS together, images x levels at most this many a call
 # (each an N x N overlap matrix of a level's buffer): all levels at once for one image, level by level from 16 up
 NMS_ROWS = 16
+# runs of the fixed-shape cascade before its graph is captured: onnxruntime's nets run a new input shape on a shared
+# session (which tells the output shapes), then on a session of that shape's own (cuDNN's algorithm choice), then
+# on the output buffers the capture binds
+WARM_RUNS = 3
+# "0": the cascade is never captured in a CUDA graph (to compare); anything else: it is wherever its nets allow
+GRAPH_ENV = "FFEXPORT_MTCNN_GRAPH"
 
 
 @dataclass(frozen=True)
@@ -205,6 +212,7 @@ class MTCNNDetector:
         # the nets' inputs channels-last (NHWC): for nets whose weights are (Stage.channels_last)
         self.channels_last = bool(channels_last)
         self._graphs: dict[tuple, tuple] = {}
+        self.graph_off = ""  # why the cascade stopped capturing graphs ("" while it does or never tried)
         self.capture_s: dict[str, float] = {}  # input shape -> seconds its graph took to make (compiling included)
         # the fixed-shape cascade's arithmetic between the nets (pyramid levels, windows, NMS, crops) through
         # torch.compile: inductor fuses each step's few dozen small kernels into a few (the nets stay as they are)
@@ -481,20 +489,29 @@ class MTCNNDetector:
         return boxes, points, scores, torch.stack([count, (bad | bad2 | bad3).long()])
 
     def _replay(self, images: torch.Tensor, cap: Capacity):
-        """:meth:`_fixed` as a CUDA graph, captured once per input shape, then replayed with one launch."""
+        """:meth:`_fixed` as a CUDA graph, captured once per input shape, then replayed with one launch.  When the
+        capture fails (a net's runner did something a capture does not allow), the cascade runs without graphs
+        from then on and says why in ``graph_off``."""
         key = tuple(images.shape)
         if key not in self._graphs:
             t0 = time.perf_counter()
             static = images.clone()
             side = torch.cuda.Stream(images.device)
             side.wait_stream(torch.cuda.current_stream(images.device))
-            with torch.cuda.stream(side):  # warm-up outside the capture (cuDNN's algorithm choice, the allocator)
-                for _ in range(2):
+            with torch.cuda.stream(side):  # warm-up outside the capture (cuDNN's algorithm choice, the allocator;
+                for _ in range(WARM_RUNS):  # onnxruntime's session for each input shape and its output shapes)
                     self._fixed(static, cap)
             torch.cuda.current_stream(images.device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                outs = self._fixed(static, cap)
+            try:
+                with torch.cuda.graph(graph):
+                    outs = self._fixed(static, cap)
+            except Exception as exc:  # noqa: BLE001 - whatever a net's runner raised inside the capture
+                first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                self.graph_off = f"the capture of {'x'.join(map(str, key))} failed: {first}"
+                self.cuda_graphs = False
+                torch.cuda.synchronize(images.device)
+                return self._fixed(images, cap)
             self._graphs[key] = (graph, static, outs)
             torch.cuda.synchronize(images.device)
             self.capture_s["x".join(map(str, key))] = round(time.perf_counter() - t0, 3)
@@ -509,6 +526,7 @@ class MTCNNDetector:
         n = images.shape[0]
         graphed = self.cuda_graphs and images.is_cuda
         outs = self._replay(images, cap) if graphed else self._fixed(images, cap)
+        graphed = graphed and self.cuda_graphs  # (a failed capture ran the cascade without a graph)
         if outs is None:
             return [(images.new_zeros(0, 4), images.new_zeros(0, 5, 2), images.new_zeros(0)) for _ in range(n)]
         boxes, points, scores, facts = outs
@@ -558,7 +576,11 @@ class MTCNN:
     """The pipeline's MTCNN detector on ``stages`` (``mtcnn_pnet``, ``mtcnn_rnet``, ``mtcnn_onet``; built, owned and
     closed by the caller).  Frames with a side longer than ``max_side`` are detected on a copy scaled to it
     (``None`` or 0: never); ``score_threshold`` is O-Net's (0.7 when None).  ``channels_last``: on a GPU, nets
-    that torch runs inside the cascade's CUDA graph run channels-last (:meth:`Stage.channels_last`)."""
+    that torch runs inside the cascade's CUDA graph run channels-last (:meth:`Stage.channels_last`).
+
+    On a GPU the cascade is captured in one CUDA graph per input shape when torch or onnxruntime run its nets
+    (``$FFEXPORT_MTCNN_GRAPH=0``: never, to compare); ``describe()`` says whether it is and, after a failed
+    capture, why not."""
 
     kind = "mtcnn"
 
@@ -575,9 +597,12 @@ class MTCNN:
         # on a GPU the fixed-shape cascade (one read-back per batch); on a CPU the variable-size one does less work
         gpu = self.device.type == "cuda"
         capacity = Capacity() if gpu else None
-        # nets that torch runs are captured with the cascade in one CUDA graph (compiled ones run eager: a graph
-        # is not captured inside another)
-        graphs = gpu and all(s.backend in TORCH_BACKENDS for s in self.stages.values())
+        # nets that torch or onnxruntime run are captured with the cascade in one CUDA graph (compiled ones run
+        # eager: a graph is not captured inside another; onnxruntime queues its runs on a stream ordered with the
+        # capturing one, without host synchronisation: OrtRunner); TensorRT's runner is left out (not run here)
+        torch_nets = all(s.backend in TORCH_BACKENDS for s in self.stages.values())
+        graphs = gpu and all(s.backend in (*TORCH_BACKENDS, "ort") for s in self.stages.values()) and \
+            os.environ.get(GRAPH_ENV, "").strip() != "0"
         nhwc = False
         # the compile backend's cascade: its arithmetic between the nets compiled too (inside the same graph)
         steps = graphs and all(s.backend == "compile" for s in self.stages.values())
@@ -586,7 +611,7 @@ class MTCNN:
                 # inside the cascade's graph the eager nets launch nothing the graph does not replay at once;
                 # compiling them would cost a compilation per pyramid level and batch for little
                 s.run_eager()
-            nhwc = channels_last and all([s.channels_last() for s in self.stages.values()])
+            nhwc = channels_last and torch_nets and all([s.channels_last() for s in self.stages.values()])
         self.cascade = MTCNNDetector(*self.stages.values(), device=self.device, thresholds=(0.6, 0.7, last),
                                      min_face=min_face, max_batch=min(batch) if batch else None, pad_batches=pad,
                                      capacity=capacity, cuda_graphs=graphs, channels_last=nhwc,
