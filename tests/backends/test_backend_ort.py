@@ -97,7 +97,9 @@ def _conv_model(path, weight_dtype: str, qdq: bool = False):
         nodes.append(helper.make_node("Conv", [x, "w"], [y], pads=[1, 1, 1, 1]))
     g = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, 8, 8])], inits)
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what every onnxruntime here reads (a newer onnx writes an IR an older runtime refuses)
+    onnx.save(model, str(path))
     return path
 
 

@@ -369,6 +369,7 @@ def _ort_mtcnn_stages(tmp_path):
     from ffexport.pipeline.stages import Stage
 
     stages = {}
+    tmp_path.mkdir(parents=True, exist_ok=True)
     for module in MODULES:
         spec = specs.get(module)
         path = tmp_path / f"{module}.onnx"
