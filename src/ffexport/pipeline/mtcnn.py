@@ -579,8 +579,8 @@ class MTCNN:
     that torch runs inside the cascade's CUDA graph run channels-last (:meth:`Stage.channels_last`).
 
     On a GPU the cascade is captured in one CUDA graph per input shape when torch or onnxruntime run its nets
-    (``$FFEXPORT_MTCNN_GRAPH=0``: never, to compare); ``describe()`` says whether it is and, after a failed
-    capture, why not."""
+    (``$FFEXPORT_MTCNN_GRAPH=0``: never, to compare); ``cascade.cuda_graphs`` says whether it is and, after a
+    failed capture, ``cascade.graph_off`` why not (the benchmark's rows record it as ``detector_graph``)."""
 
     kind = "mtcnn"
 
