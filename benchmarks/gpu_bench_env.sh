@@ -1,7 +1,9 @@
 # Sourced by the GPU-host benchmark scripts (benchmarks/gpu_session*.sh) from the repository root: where the
 # results, the wheels and the artifacts go, and `bench NAME OPTIONS...`, one pipeline benchmark report under
-# $OUT/NAME (256 timed frames of 1080p, no naive baseline, the artifacts under $ARTS), and `serial`, a copy of
-# configs/ whose pipeline takes the serial executor.
+# $OUT/NAME (256 timed frames of 1080p, no naive baseline, the artifacts under $ARTS), `serial`, a copy of
+# configs/ whose pipeline takes the serial executor, and the onnxruntime sessions' common parts: `ort_build` (the
+# pipeline's ONNX artifacts, FP32 and FP16), `ort_modules` (their module rows on onnxruntime-CUDA at batch 1 and 8)
+# and `compile_b32 NAME` (the compile backend's FP16 pipeline at batch 32, the best backend, for the ratio).
 OUT=${OUT:-/tmp/ffexport-speed}
 SITE=${BENCH_SITE:-/tmp/site}
 ARTS=${FFEXPORT_ARTIFACTS:-/tmp/arts}
@@ -12,4 +14,20 @@ bench() {  # name, options
 }
 serial() {  # a copy of configs/ with the serial executor (for --config-dir)
   local d; d=$(mktemp -d)/configs && cp -r configs "$d" && echo "streaming: false" >> "$d/pipeline.yaml" && echo "$d"
+}
+ORT_MODULES=mtcnn_pnet,mtcnn_rnet,mtcnn_onet,encoder,generator,blender
+ort_build() {
+  python3 -m ffexport build --module "$ORT_MODULES" --precisions fp32,fp16 --no-trt --jobs 4 --out "$ARTS" 2>&1 \
+    | tee "$OUT/build.log" | grep -v "^ "
+}
+ort_modules() {  # report folder name
+  python3 -m ffexport bench --modules "$ORT_MODULES" --backends ort --precisions fp32,fp16 --batch 1,8 --max-time 1 \
+    --no-pipeline --out "$ARTS" --report "$OUT/$1" --timeout 90
+}
+compile_b32() {  # name
+  bench "$1" --backends compile --precisions fp16 --pipeline-batch 32 --no-enhance --no-video --timeout 300
+}
+run_parts() {  # the parts named, each through the sourcing script's `part`, stamped with the time
+  for p in "$@"; do echo "== $p $(date +%T)"; part "$p"; done
+  echo "== done $(date +%T)"
 }

@@ -22,7 +22,6 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . benchmarks/gpu_bench_env.sh
-MODULES=mtcnn_pnet,mtcnn_rnet,mtcnn_onet,encoder,generator,blender
 before() { FFEXPORT_ORT_CUDA_OPTIONS=use_tf32=0 "$@"; }
 profile() {  # name, then options
   python3 benchmarks/gpu_ort_fp16_graph.py --out "$ARTS" --precisions fp32,fp16 --batches 1,8,32 --iters 50 \
@@ -30,9 +29,7 @@ profile() {  # name, then options
 }
 part() {
   case "$1" in
-    build)
-      python3 -m ffexport build --module "$MODULES" --precisions fp32,fp16 --no-trt --jobs 4 --out "$ARTS" 2>&1 \
-        | tee "$OUT/build.log" | grep -v "^ " ;;
+    build) ort_build ;;
     profile-before) before profile profile-before --nhwc 0,1 ;;
     profile) profile profile ;;
     pipeline-before)
@@ -40,15 +37,10 @@ part() {
         --timeout 150 ;;
     pipeline)
       bench ort-fp16 --backends ort --precisions fp16 --pipeline-batch 1,8,32 --no-enhance --no-video --timeout 150 ;;
-    modules)
-      python3 -m ffexport bench --modules "$MODULES" --backends ort --precisions fp32,fp16 --batch 1,8 --max-time 1 \
-        --no-pipeline --out "$ARTS" --report "$OUT/modules" --timeout 90 ;;
-    compile)
-      bench compile-streaming --backends compile --precisions fp16 --pipeline-batch 32 --no-enhance --no-video \
-        --timeout 300 ;;
+    modules) ort_modules modules ;;
+    compile) compile_b32 compile-streaming ;;
     *) echo "unknown part $1; use build, profile-before, profile, pipeline-before, pipeline, modules or compile" >&2
        return 2 ;;
   esac
 }
-for p in "$@"; do echo "== $p $(date +%T)"; part "$p"; done
-echo "== done $(date +%T)"
+run_parts "$@"

@@ -20,15 +20,12 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . benchmarks/gpu_bench_env.sh
-MODULES=mtcnn_pnet,mtcnn_rnet,mtcnn_onet,encoder,generator,blender
 ort_rows() {  # name: the onnxruntime FP16 pipeline rows
   bench "$1" --backends ort --precisions fp16 --pipeline-batch 1,8,32 --no-enhance --no-video --timeout 150
 }
 part() {
   case "$1" in
-    build)
-      python3 -m ffexport build --module "$MODULES" --precisions fp32,fp16 --no-trt --jobs 4 --out "$ARTS" 2>&1 \
-        | tee "$OUT/build.log" | grep -v "^ " ;;
+    build) ort_build ;;
     tests)
       timeout 300 python3 -m pytest -q -rs -p no:cacheprovider tests/backends/test_ort_cuda.py \
         tests/backends/test_ort_cuda_graph.py tests/backends/test_backend_ort.py tests/pipeline/test_mtcnn.py 2>&1 \
@@ -39,15 +36,10 @@ part() {
     pipeline-before) FFEXPORT_ORT_HOST_SYNC=1 FFEXPORT_MTCNN_GRAPH=0 ort_rows ort-fp16-before ;;
     pipeline-async) FFEXPORT_MTCNN_GRAPH=0 ort_rows ort-fp16-async ;;
     pipeline) ort_rows ort-fp16 ;;
-    modules)
-      python3 -m ffexport bench --modules "$MODULES" --backends ort --precisions fp32,fp16 --batch 1,8 --max-time 1 \
-        --no-pipeline --out "$ARTS" --report "$OUT/modules" --timeout 90 ;;
-    compile)
-      bench compile-streaming --backends compile --precisions fp16 --pipeline-batch 32 --no-enhance --no-video \
-        --timeout 300 ;;
+    modules) ort_modules modules ;;
+    compile) compile_b32 compile-streaming ;;
     *) echo "unknown part $1; use build, tests, detect, pipeline-before, pipeline-async, pipeline, modules or compile" >&2
        return 2 ;;
   esac
 }
-for p in "$@"; do echo "== $p $(date +%T)"; part "$p"; done
-echo "== done $(date +%T)"
+run_parts "$@"
