@@ -301,7 +301,7 @@ class OrtRunner(Runner):
 
     def _new_session(self, cuda_graph: bool = False):
         stream = self._stream.cuda_stream if self._stream is not None else None
-        return ort_session(self.path, self.device, self.threads, stream, self._facts["dynamic_spatial"],
+        return ort_session(self.path, self.device, self.threads, stream,  # facts: the graph read once
                            qdq_reference=self.qdq_reference and self._facts["qdq"], cuda_graph=cuda_graph,
                            facts=self._facts)
 
@@ -503,8 +503,9 @@ class OrtRunner(Runner):
         d = super().describe()
         if self.sess is not None:
             d["providers"] = self.sess.get_providers()
-            if self.device.startswith("cuda") and user_cuda_options():
-                d["cuda_options"] = f"${CUDA_OPTIONS_ENV}: " + ",".join(f"{k}={v}" for k, v in user_cuda_options().items())
+            users = user_cuda_options() if self.device.startswith("cuda") else {}
+            if users:
+                d["cuda_options"] = f"${CUDA_OPTIONS_ENV}: " + ",".join(f"{k}={v}" for k, v in users.items())
             if self._run_opts is not None and user_host_sync():
                 d["host_sync"] = f"on (${HOST_SYNC_ENV}=1)"
             if (self.shape_sessions or 1) > 1:
