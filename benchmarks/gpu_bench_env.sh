@@ -3,7 +3,8 @@
 # $OUT/NAME (256 timed frames of 1080p, no naive baseline, the artifacts under $ARTS), `serial`, a copy of
 # configs/ whose pipeline takes the serial executor, and the onnxruntime sessions' common parts: `ort_build` (the
 # pipeline's ONNX artifacts, FP32 and FP16), `ort_modules` (their module rows on onnxruntime-CUDA at batch 1 and 8)
-# and `compile_b32 NAME` (the compile backend's FP16 pipeline at batch 32, the best backend, for the ratio).
+# `ort_rows NAME` (the onnxruntime FP16 pipeline at 1, 8 and 32 frames a call, no enhancer) and `compile_b32 NAME`
+# (the compile backend's FP16 pipeline at batch 32, the best backend, for the ratio).
 OUT=${OUT:-/tmp/ffexport-speed}
 SITE=${BENCH_SITE:-/tmp/site}
 ARTS=${FFEXPORT_ARTIFACTS:-/tmp/arts}
@@ -23,6 +24,9 @@ ort_build() {
 ort_modules() {  # report folder name
   python3 -m ffexport bench --modules "$ORT_MODULES" --backends ort --precisions fp32,fp16 --batch 1,8 --max-time 1 \
     --no-pipeline --out "$ARTS" --report "$OUT/$1" --timeout 90
+}
+ort_rows() {  # name
+  bench "$1" --backends ort --precisions fp16 --pipeline-batch 1,8,32 --no-enhance --no-video --timeout 150
 }
 compile_b32() {  # name
   bench "$1" --backends compile --precisions fp16 --pipeline-batch 32 --no-enhance --no-video --timeout 300

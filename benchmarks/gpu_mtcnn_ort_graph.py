@@ -89,7 +89,7 @@ for precision in args.precisions.split(","):
                 refs[b] = faces
             row = {"ms_per_frame": round(ms, 3), "faces_per_frame": round(sum(f[0].shape[0] for f in faces) / len(faces), 3),
                    "fallbacks": det.cascade.fallbacks,
-                   "graph": "on" if det.cascade.cuda_graphs else (f"off: {det.cascade.graph_off}" if det.cascade.graph_off else "off")}
+                   "graph": det.cascade.graph_state}
             if b in refs and form != "ort-sync":
                 row["against_ort_sync"] = distance(faces, refs[b])
             res["rows"][f"{precision}/{form}/b{b}"] = row

@@ -32,11 +32,8 @@ part() {
     build) ort_build ;;
     profile-before) before profile profile-before --nhwc 0,1 ;;
     profile) profile profile ;;
-    pipeline-before)
-      before bench ort-fp16-before --backends ort --precisions fp16 --pipeline-batch 1,8,32 --no-enhance --no-video \
-        --timeout 150 ;;
-    pipeline)
-      bench ort-fp16 --backends ort --precisions fp16 --pipeline-batch 1,8,32 --no-enhance --no-video --timeout 150 ;;
+    pipeline-before) before ort_rows ort-fp16-before ;;
+    pipeline) ort_rows ort-fp16 ;;
     modules) ort_modules modules ;;
     compile) compile_b32 compile-streaming ;;
     *) echo "unknown part $1; use build, profile-before, profile, pipeline-before, pipeline, modules or compile" >&2

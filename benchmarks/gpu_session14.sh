@@ -20,9 +20,6 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . benchmarks/gpu_bench_env.sh
-ort_rows() {  # name: the onnxruntime FP16 pipeline rows
-  bench "$1" --backends ort --precisions fp16 --pipeline-batch 1,8,32 --no-enhance --no-video --timeout 150
-}
 part() {
   case "$1" in
     build) ort_build ;;

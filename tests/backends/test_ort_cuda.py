@@ -10,14 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ffexport._lazy import available
+from helpers.ort import cuda_ort, scale_model
 
-from helpers.ort import scale_model
-
-cuda_ort = pytest.mark.skipif(
-    not (torch.cuda.is_available() and available("onnxruntime")
-         and "CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers()),
-    reason="needs a CUDA GPU and onnxruntime-gpu (the GPU host; CI has neither)")
 
 
 def _busy_input(n: int = 512) -> torch.Tensor:

@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
+import torch
+
+from ffexport._lazy import available
+
+# tests that need onnxruntime's CUDA provider on a GPU (the GPU host; CI has neither)
+cuda_ort = pytest.mark.skipif(
+    not (torch.cuda.is_available() and available("onnxruntime")
+         and "CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers()),
+    reason="needs a CUDA GPU and onnxruntime-gpu (the GPU host; CI has neither)")
+
 
 def scale_model(path, dynamic: bool = True):
     """y = 2 * x and z = x + 1 (two float32 outputs; dynamic axes unless ``dynamic`` is False)."""

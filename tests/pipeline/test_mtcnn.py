@@ -16,6 +16,7 @@ from ffexport.models import build_model
 from ffexport.vision.align import to_tensor_image
 from ffexport.pipeline.mtcnn import MTCNNDetector, TorchNet
 from ffexport.vision.mtcnn import batched_nms, crop_boxes, square
+from helpers.ort import cuda_ort
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("facenet_pytorch") is None,
                                 reason="facenet-pytorch (MTCNN's trained weights) is not installed")
@@ -363,40 +364,34 @@ def test_cascade_as_a_cuda_graph_finds_the_same_faces(astronaut, tmp_path):
     _same_faces(first + second, [plain.detect(clip[i:i + 1])[0] for i in range(clip.shape[0])], atol=5e-2)
 
 
-def _ort_mtcnn_stages(tmp_path):
-    """The three nets exported to ONNX (FP32, the spec's dynamic axes), each an onnxruntime-CUDA stage."""
+def _ort_mtcnn_stages(paths):
+    """Each net's ONNX file of ``paths`` (module -> path) as an onnxruntime-CUDA stage with a runner of its own."""
     from ffexport.backends.ort import OrtRunner
     from ffexport.pipeline.stages import Stage
 
     stages = {}
-    tmp_path.mkdir(parents=True, exist_ok=True)
     for module in MODULES:
         spec = specs.get(module)
-        path = tmp_path / f"{module}.onnx"
-        size = (1, 3, *(d if isinstance(d, int) else 48 for d in spec.inputs[0].shape[2:]))
-        torch.onnx.export(build_model(spec), (torch.rand(size),), str(path), input_names=spec.input_names,
-                          output_names=spec.output_names, dynamic_axes=spec.dynamic_axes, opset_version=17,
-                          dynamo=False)
-        runner = OrtRunner(path, spec=spec, device="cuda")
+        runner = OrtRunner(paths[module], spec=spec, device="cuda")
         runner.activate()
         stages[module] = Stage(spec, runner, "ort", "fp32")
     return stages
 
 
-@pytest.mark.skipif(not (torch.cuda.is_available() and importlib.util.find_spec("onnxruntime") is not None
-                         and "CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers()),
-                    reason="needs a CUDA GPU and onnxruntime-gpu")
+@cuda_ort
 def test_cascade_with_onnxruntime_nets_as_a_cuda_graph_finds_the_same_faces(tmp_path, monkeypatch):
     """onnxruntime's runs queue on its stream without host synchronisation, so the pipeline's cascade captures them
     with its own arithmetic in one CUDA graph: the same faces as the cascade run without a graph on the same
     sessions' arithmetic, and faces returned from one replay survive the next."""
+    from ffexport.export.onnx import export_module
     from ffexport.pipeline.mtcnn import GRAPH_ENV, MTCNN
 
     clip = _clip_frames(tmp_path).cuda()
+    paths = {m: export_module(specs.get(m), tmp_path / "artifacts").path for m in MODULES}  # FP32, dynamic axes
     monkeypatch.setenv(GRAPH_ENV, "0")
-    plain = MTCNN(_ort_mtcnn_stages(tmp_path / "plain"), device="cuda")
+    plain = MTCNN(_ort_mtcnn_stages(paths), device="cuda")
     monkeypatch.delenv(GRAPH_ENV)
-    graphed = MTCNN(_ort_mtcnn_stages(tmp_path / "graphed"), device="cuda")
+    graphed = MTCNN(_ort_mtcnn_stages(paths), device="cuda")
     assert graphed.cascade.cuda_graphs and not plain.cascade.cuda_graphs
     first = graphed.detect(clip[:4])
     second = graphed.detect(clip[4:])

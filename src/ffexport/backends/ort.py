@@ -98,14 +98,14 @@ def user_host_sync() -> bool:
     return os.environ.get(HOST_SYNC_ENV, "").strip() == "1"
 
 
-def cuda_run_options(ort):
+def cuda_run_options(ort, host_sync: bool | None = None):
     """The run options of :class:`OrtRunner`'s CUDA runs: onnxruntime does not synchronise the host with the device at
     the end of a run (its run option ``disable_synchronize_execution_providers``).  The runner orders its stream
     with torch's by CUDA events, so whatever reads the outputs (torch's kernels, a copy to the host) waits for them
     on the device, while the host queues the next stage meanwhile.  ``$FFEXPORT_ORT_HOST_SYNC=1`` restores
-    onnxruntime's synchronisation (to compare)."""
+    onnxruntime's synchronisation (to compare); ``host_sync`` given: that instead of the variable."""
     opts = ort.RunOptions()
-    if not user_host_sync():
+    if not (user_host_sync() if host_sync is None else host_sync):
         opts.add_run_config_entry("disable_synchronize_execution_providers", "1")
     return opts
 
@@ -259,10 +259,12 @@ class OrtRunner(Runner):
         self.cuda_graph = bool(cuda_graph)
         self.graph_sessions = max(1, int(graph_sessions))
         self._graphs: "OrderedDict[tuple, _GraphSlot]" = OrderedDict()
-        self._graph_shapes: "OrderedDict[tuple, dict]" = OrderedDict()  # input shapes -> output name -> shape
         self._graph_off = ""  # why graphs stopped being used ("" while they are)
         self._run_opts = None  # CUDA runs' RunOptions (cuda_run_options)
-        self._out_shapes: "OrderedDict[tuple, dict]" = OrderedDict()  # input shapes -> output name -> shape
+        self._host_sync = False  # whether they let onnxruntime synchronise the host ($FFEXPORT_ORT_HOST_SYNC=1)
+        # input shapes -> output name -> shape, from a run of those shapes: what a graph session of them binds, and
+        # the outputs later runs bind as torch tensors where the inputs' named axes do not tell their shape
+        self._out_shapes: "OrderedDict[tuple, dict]" = OrderedDict()
         self._remember_shapes = True  # False once a run failed on remembered output shapes
         self._captured: dict[int, object] = {}  # sessions that ran inside a caller's CUDA graph capture
 
@@ -274,7 +276,8 @@ class OrtRunner(Runner):
         if cuda:
             dev = torch.device(self.device)
             self._stream = torch.cuda.Stream(device=dev)
-            self._run_opts = cuda_run_options(require("onnxruntime", "running ONNX models"))
+            self._host_sync = user_host_sync()
+            self._run_opts = cuda_run_options(require("onnxruntime", "running ONNX models"), self._host_sync)
         self.sess = self._new_session()
         self.load_time_s = time.perf_counter() - t0
         ins, outs = self.sess.get_inputs(), self.sess.get_outputs()
@@ -293,7 +296,6 @@ class OrtRunner(Runner):
         self._sessions.clear()
         self._seen.clear()
         self._graphs.clear()
-        self._graph_shapes.clear()
         self._graph_off = ""
         self._out_shapes.clear()
         self._remember_shapes = True
@@ -342,22 +344,20 @@ class OrtRunner(Runner):
         outs = sess.run(self.output_names, arrays)
         return {n: torch.from_numpy(o) for n, o in zip(self.output_names, outs)}
 
-    def _output_shape(self, name: str, feeds) -> list[int] | None:
-        """Resolve an output's symbolic dims from the inputs' dims with the same name."""
+    def _output_shapes(self, feeds) -> dict[str, list[int] | None]:
+        """Each output's shape, its symbolic dims resolved from the inputs' dims of the same name; None for an
+        output with a dim the inputs do not name."""
         sizes: dict[str, int] = {}
         for n, dims in self._in_dims.items():
             for d, s in zip(dims, feeds[n].shape):
                 if isinstance(d, str):
                     sizes[d] = int(s)
-        shape = []
-        for d in self._out_dims[name]:
-            if isinstance(d, int):
-                shape.append(d)
-            elif d in sizes:
-                shape.append(sizes[d])
-            else:
-                return None
-        return shape
+        out = {}
+        for name in self.output_names:
+            dims = self._out_dims[name]
+            known = all(isinstance(d, int) or d in sizes for d in dims)
+            out[name] = [d if isinstance(d, int) else sizes[d] for d in dims] if known else None
+        return out
 
     def _infer_cuda(self, feeds) -> dict:
         torch = require("torch")
@@ -369,12 +369,7 @@ class OrtRunner(Runner):
                 outs = self._replay(slot, feeds, dev)
                 if outs is not None:
                     return outs
-        outs = self._run_bound(feeds, dev, key)
-        if self._graphs_on:  # the output shapes a graph session for these input shapes will bind
-            self._graph_shapes[key] = {n: tuple(o.shape) for n, o in outs.items()}
-            while len(self._graph_shapes) > 16 * self.graph_sessions:
-                self._graph_shapes.popitem(last=False)
-        return outs
+        return self._run_bound(feeds, dev, key)
 
     def _graph_for(self, key: tuple, dev) -> "_GraphSlot | None":
         """The CUDA-graph session of input shapes ``key``: made on the shapes' second call (the first told the
@@ -384,7 +379,7 @@ class OrtRunner(Runner):
         if slot is not None:
             self._graphs.move_to_end(key)
             return slot
-        out_shapes = self._graph_shapes.get(key)
+        out_shapes = self._out_shapes.get(key)
         if out_shapes is None:
             return None
         try:
@@ -439,26 +434,28 @@ class OrtRunner(Runner):
         sess = self._session_for(key)
         if torch.cuda.is_current_stream_capturing():
             self._captured[id(sess)] = sess  # a caller's graph will replay kernels on this session's memory
-        known = self._out_shapes.get(key) if self._remember_shapes else None
+        shapes = self._output_shapes(inputs)  # None: the inputs do not tell
+        remembered = self._out_shapes.get(key, {}) if self._remember_shapes else {}
+        guessed = {n: list(remembered[n]) for n, shape in shapes.items() if shape is None and n in remembered}
         try:
-            outs, late = self._bind_and_run(sess, inputs, dev, caller, known or {})
+            outs, late = self._bind_and_run(sess, inputs, dev, caller, {**shapes, **guessed})
         except Exception:  # noqa: BLE001 - onnxruntime raises its own exception types
-            if not known:
+            if not guessed:
                 raise
             # outputs whose shape depends on the input values: let onnxruntime allocate them from now on
             self._remember_shapes = False
             self._out_shapes.clear()
-            outs, late = self._bind_and_run(sess, inputs, dev, caller, {})
-        if late and self._remember_shapes:
-            self._out_shapes[key] = {n: tuple(outs[n].shape) for n in late}
-            while len(self._out_shapes) > 64:
+            outs, late = self._bind_and_run(sess, inputs, dev, caller, shapes)
+        if (late and self._remember_shapes) or self._graphs_on:
+            self._out_shapes[key] = {n: tuple(o.shape) for n, o in outs.items()}
+            while len(self._out_shapes) > 16 * self.graph_sessions:
                 self._out_shapes.popitem(last=False)
         return {n: outs[n] for n in self.output_names}
 
-    def _bind_and_run(self, sess, inputs: dict, dev, caller, known: dict) -> tuple[dict, list]:
-        """Bind ``inputs`` and the outputs (torch tensors where the shape is known: from the inputs' named axes or
-        ``known``; onnxruntime's own allocation otherwise, returned as ``late``) and queue the run on the
-        runner's stream, ordered after the caller's stream and before its later work."""
+    def _bind_and_run(self, sess, inputs: dict, dev, caller, shapes: dict) -> tuple[dict, list]:
+        """Bind ``inputs`` and the outputs (torch tensors of ``shapes[name]``; onnxruntime's own allocation where it
+        is None, returned as ``late``) and queue the run on the runner's stream, ordered after the caller's stream
+        and before its later work."""
         torch = require("torch")
         binding = sess.io_binding()
         for n, t in inputs.items():
@@ -466,9 +463,7 @@ class OrtRunner(Runner):
         outs: dict = {}
         late = []
         for n in self.output_names:
-            shape = self._output_shape(n, inputs)
-            if shape is None and n in known:
-                shape = list(known[n])
+            shape = shapes[n]
             if shape is None:
                 binding.bind_output(n, "cuda", dev.index or 0)
                 late.append(n)
@@ -493,7 +488,6 @@ class OrtRunner(Runner):
         self._sessions.clear()
         self._seen.clear()
         self._graphs.clear()
-        self._graph_shapes.clear()
         self._out_shapes.clear()
         self._captured.clear()
         self._stream = None
@@ -506,7 +500,7 @@ class OrtRunner(Runner):
             users = user_cuda_options() if self.device.startswith("cuda") else {}
             if users:
                 d["cuda_options"] = f"${CUDA_OPTIONS_ENV}: " + ",".join(f"{k}={v}" for k, v in users.items())
-            if self._run_opts is not None and user_host_sync():
+            if self._run_opts is not None and self._host_sync:
                 d["host_sync"] = f"on (${HOST_SYNC_ENV}=1)"
             if (self.shape_sessions or 1) > 1:
                 d["shape_sessions"] = f"{len(self._sessions)} of at most {self.shape_sessions}"

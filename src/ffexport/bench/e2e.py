@@ -321,7 +321,7 @@ def measure(cfg: dict) -> dict:
         facts = pipe.describe()
         cascade = getattr(pipe.detector, "cascade", None) if not naive else None
         fallbacks = getattr(cascade, "fallbacks", None)
-        detector_graph = _cascade_graph(cascade)
+        detector_graph = getattr(cascade, "graph_state", "")
     finally:
         pipe.close()
     timer = (f"perf_counter, per call of {batch} frame(s) from its hand-off to the streaming executor to its "
@@ -345,16 +345,6 @@ def measure(cfg: dict) -> dict:
     if detector_graph:
         row["detector_graph"] = detector_graph
     return row
-
-
-def _cascade_graph(cascade) -> str:
-    """Whether the MTCNN cascade ran as CUDA graphs ("on", or "off: why" after a failed capture); "" for a detector
-    that never captures (on a CPU, another detector)."""
-    if cascade is None or getattr(cascade, "capacity", None) is None or cascade.device.type != "cuda":
-        return ""
-    if cascade.cuda_graphs:
-        return "on"
-    return f"off: {cascade.graph_off}" if getattr(cascade, "graph_off", "") else "off"
 
 
 def _stage_breakdown(pipe, calls, naive: bool) -> dict:

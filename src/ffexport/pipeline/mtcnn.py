@@ -220,6 +220,16 @@ class MTCNNDetector:
         self.eager_rounding = True  # the compiled steps round as the eager ones (False: inductor's fast defaults)
         self._compiled: dict[str, Callable] = {}
 
+    @property
+    def graph_state(self) -> str:
+        """Whether the cascade runs as CUDA graphs: "on", "off: why" after a failed capture, "off"; "" where it never
+        captures (on a CPU, or without fixed-size buffers)."""
+        if self.capacity is None or self.device.type != "cuda":
+            return ""
+        if self.cuda_graphs:
+            return "on"
+        return f"off: {self.graph_off}" if self.graph_off else "off"
+
     @classmethod
     def from_torch(cls, device: torch.device | str = "cpu", **kwargs) -> "MTCNNDetector":
         """The cascade on the trained facenet-pytorch weights, as torch modules on ``device``."""
@@ -579,8 +589,8 @@ class MTCNN:
     that torch runs inside the cascade's CUDA graph run channels-last (:meth:`Stage.channels_last`).
 
     On a GPU the cascade is captured in one CUDA graph per input shape when torch or onnxruntime run its nets
-    (``$FFEXPORT_MTCNN_GRAPH=0``: never, to compare); ``cascade.cuda_graphs`` says whether it is and, after a
-    failed capture, ``cascade.graph_off`` why not (the benchmark's rows record it as ``detector_graph``)."""
+    (``$FFEXPORT_MTCNN_GRAPH=0``: never, to compare); ``cascade.graph_state`` says whether it is and, after a
+    failed capture, why not (the benchmark's rows record it as ``detector_graph``)."""
 
     kind = "mtcnn"
 
