@@ -318,6 +318,67 @@ def test_video_copy_preserves_frames_rate_size_and_audio(tmp_path):
     # Matroska stores times in milliseconds: each packet duration rounds by up to 1 ms
     assert abs(ib["audio"]["duration_s"] - ia["audio"]["duration_s"]) <= 1e-3 * ia["audio"]["packets"]
     assert min(psnr(x, y) for x, y in zip(a, b)) > 35
+    # where the run's time went: the encoder's first frame, its idle and busy time inside the run
+    enc = stats["encoder"]
+    assert 0 < enc["first_frame_s"] < stats["seconds"]
+    assert enc["busy_s"] > 0 and enc["starved_s"] >= 0 and enc["thread_cpu_s"] > 0
+    assert enc["first_frame_s"] + enc["starved_s"] + enc["busy_s"] <= stats["seconds"] + 0.01
+    assert stats["cpu_cores"] > 0 and 0 <= stats["results_waited_s"] <= stats["seconds"]
+
+
+def test_a_slow_encoder_makes_results_wait_and_a_slow_frame_function_starves_it(tmp_path):
+    """The stream facts tell which side held a run back: a frame function slower than the encoder leaves the
+    encoder waiting for frames; an encoder slower than the frame function makes the results wait for it."""
+    import time
+
+    from ffexport.pipeline import video
+
+    src = make_video(tmp_path / "in.mp4", frames=12, size=(120, 160), fps=25)
+
+    def slow(frames):
+        time.sleep(0.05)
+        return frames
+
+    starved = video.transcode(src, tmp_path / "a.mp4", slow, batch=2, progress=False)
+    assert starved["encoder"]["starved_s"] > 0.05 * 4  # 6 calls of 50 ms, the first before the encoder starts
+    assert starved["results_waited_s"] < 0.05
+    real = video._Writer._mux_video
+
+    def slow_mux(self, packets):
+        time.sleep(0.02)
+        return real(self, packets)
+
+    video._Writer._mux_video = slow_mux
+    try:
+        behind = video.transcode(src, tmp_path / "b.mp4", lambda f: f, batch=2, progress=False, queue_size=2)
+    finally:
+        video._Writer._mux_video = real
+    assert behind["results_waited_s"] > 0.02 * 4
+    assert behind["encoder"]["busy_s"] >= 0.02 * 12
+
+
+def test_how_threads_wait_for_the_gpu_is_a_setting(monkeypatch):
+    """$FFEXPORT_CUDA_WAIT: spin (CUDA's default) or block; anything else is spin, with a warning; settle() of a
+    host tensor is the tensor at once."""
+    import importlib
+
+    import torch
+
+    from ffexport.pipeline import device
+
+    try:
+        for value, expected in (("block", "block"), (" SPIN ", "spin"), ("", "spin")):
+            monkeypatch.setenv("FFEXPORT_CUDA_WAIT", value)
+            assert importlib.reload(device).CUDA_WAIT == expected
+        monkeypatch.setenv("FFEXPORT_CUDA_WAIT", "yield")
+        with pytest.warns(UserWarning, match="FFEXPORT_CUDA_WAIT='yield' is not one of spin, block"):
+            assert importlib.reload(device).CUDA_WAIT == "spin"
+        t = torch.ones(3)
+        monkeypatch.setattr(device, "CUDA_WAIT", "block")
+        assert device.settle(t) is t
+    finally:
+        monkeypatch.delenv("FFEXPORT_CUDA_WAIT", raising=False)
+        importlib.reload(device)
 
 
 def test_failure_mid_video_leaves_no_output(tmp_path):

@@ -64,6 +64,22 @@ def test_streaming_on_the_gpu_gives_the_serial_frames(pipe, frames):
     assert not [t for t in threading.enumerate() if t.name == "ffexport-upload" and t.is_alive()]
 
 
+def test_threads_asleep_on_the_gpu_give_the_same_frames(pipe, frames, monkeypatch):
+    """CUDA_WAIT="block": the upload and download events and the cascade's read-back wait asleep (blocking
+    events); the frames are the spinning run's, bit for bit."""
+    from ffexport.pipeline import device
+
+    batches = _batches(frames)
+    monkeypatch.setattr(device, "CUDA_WAIT", "spin")
+    spun = list(pipe.process_batches(batches))
+    if not _same(spun, list(pipe.process_batches(batches))):
+        pytest.skip("the streamed frames themselves are not deterministic on this GPU")
+    monkeypatch.setattr(device, "CUDA_WAIT", "block")
+    assert device.cuda_event().query()  # a blocking event, not yet recorded
+    slept = list(pipe.process_batches(batches))
+    assert _same(spun, slept)
+
+
 def test_a_failure_on_the_gpu_is_raised_and_the_executor_runs_again(pipe, frames, monkeypatch):
     fail_on_call(monkeypatch, pipe.stages["generator"], 3, "generator: execution failed: boom")
     batches = [frames[i:i + 4] for i in range(0, 16, 4)]

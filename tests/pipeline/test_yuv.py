@@ -161,6 +161,8 @@ def test_the_codec_ceiling_measures_both_forms(tmp_path):
     assert c["frames"] == 6 and c["planes"] == "i420 bt601 limited range"
     for key in ("decode_only_fps", "encode_only_fps", "decode_only_rgb_fps", "encode_only_rgb_fps"):
         assert c[key] > 0
+    for key in ("encode_only_cpu_cores", "encode_only_rgb_cpu_cores"):  # one figure per encode run
+        assert len(c[key]) == len(c["encode_only_runs"]) and all(v > 0 for v in c[key])
     c444 = codec_ceiling(make_video(tmp_path / "f.mp4", frames=4, size=(120, 160), pix_fmt="yuv444p"))
     assert c444["planes"] is None and c444["encode_only_fps"] == c444["encode_only_rgb_fps"]
 

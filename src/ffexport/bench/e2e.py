@@ -395,6 +395,10 @@ def _video_run(pipe, cfg: dict) -> dict:
             "codec_nice": stats.get("codec_nice"), "encoder_threads": stats.get("encoder_threads"),
             "encode_only_runs": ceiling.get("encode_only_runs"),
             "decode_only_rgb_fps": ceiling.get("decode_only_rgb_fps"),
+            "cpu_cores": stats.get("cpu_cores"), "results_waited_s": stats.get("results_waited_s"),
+            "encoder": stats.get("encoder"), "passthrough_cpu_cores": passthrough.get("cpu_cores"),
+            "passthrough_encoder": passthrough.get("encoder"),
+            "encode_only_cpu_cores": ceiling.get("encode_only_cpu_cores"),
             "of_encode_only": round(fps / top, 3) if fps and top else None,
             "of_encode_only_rgb": (round(fps / ceiling["encode_only_rgb_fps"], 3)
                                    if fps and ceiling.get("encode_only_rgb_fps") else None)}

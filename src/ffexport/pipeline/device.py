@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import torch
 
 from ..errors import InputSpecError, RuntimeUnavailableError
@@ -31,3 +34,29 @@ def from_host(values, device: torch.device, dtype: torch.dtype = torch.long) -> 
     if device.type != "cuda":
         return host
     return host.pin_memory().to(device, non_blocking=True)
+
+
+# How a thread that needs the device's results waits for them on CUDA.  CUDA's own choice, with fewer GPUs than
+# cores, is to spin on a core until the work is done ("spin"); "block" puts the thread to sleep on the event
+# (cudaEventBlockingSync) and leaves the core to others, the video codecs' threads above all.
+# $FFEXPORT_CUDA_WAIT chooses; benchmarks/NOTES.md (#12, session 15) measures both.
+CUDA_WAITS = ("spin", "block")
+CUDA_WAIT = os.environ.get("FFEXPORT_CUDA_WAIT", "spin").strip().lower() or "spin"
+if CUDA_WAIT not in CUDA_WAITS:
+    warnings.warn(f"FFEXPORT_CUDA_WAIT={CUDA_WAIT!r} is not one of {', '.join(CUDA_WAITS)}; using spin", stacklevel=1)
+    CUDA_WAIT = "spin"
+
+
+def cuda_event() -> "torch.cuda.Event":
+    """A CUDA event that a host thread will wait on (:data:`CUDA_WAIT` says how)."""
+    return torch.cuda.Event(blocking=CUDA_WAIT == "block")
+
+
+def settle(t: torch.Tensor) -> torch.Tensor:
+    """``t`` once the work queued before it on the current stream has finished, waited for as :data:`CUDA_WAIT`
+    says (a plain read-back such as ``.cpu()`` spins on a core); ``t`` itself, at once, off CUDA."""
+    if t.is_cuda and CUDA_WAIT == "block":
+        done = cuda_event()
+        done.record(torch.cuda.current_stream(t.device))
+        done.synchronize()
+    return t

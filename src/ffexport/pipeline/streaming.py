@@ -41,6 +41,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
+from .device import cuda_event
 from .queues import END as _END
 from .queues import Failure as _Failure
 from .queues import put as _put
@@ -297,7 +298,7 @@ class StreamingExecutor:
                 return _Batch(frames, slot, slot.buffer[:n])
             with self._cuda_calls, torch.cuda.stream(self._copy_in):
                 dev = slot.buffer[:n].to(self.device, non_blocking=True)
-                uploaded = torch.cuda.Event()
+                uploaded = cuda_event()
                 uploaded.record(self._copy_in)
             slot.event = uploaded
             return _Batch(frames, slot, dev, uploaded)
@@ -338,7 +339,7 @@ class StreamingExecutor:
                 host = torch.empty(tuple(out.shape), dtype=out.dtype, pin_memory=True)
                 host.copy_(out, non_blocking=True)
                 out.record_stream(self._copy_out)  # allocated on the compute stream, read on this one
-                downloaded = torch.cuda.Event()
+                downloaded = cuda_event()
                 downloaded.record(self._copy_out)
         return _Done(item.frames, touched, host, downloaded)
 

@@ -262,6 +262,18 @@ class _Writer(threading.Thread):
         self.frames = 0
         self.audio_packets = 0
         self._last_pts = -1
+        # where the encoder's time went (a run's stream facts): when its first frame came, how long it then sat
+        # with nothing to encode, how long it converted, encoded and muxed, and this thread's own CPU time
+        self.first_at: float | None = None
+        self.starved_s = self.busy_s = self.thread_cpu_s = 0.0
+
+    def facts(self, t0: float) -> dict:
+        """Where this encoder's time went, in seconds: its first frame after ``t0`` (the run's start), then
+        waiting for frames (``starved_s``), converting, encoding and muxing (``busy_s``), and the CPU time of
+        this thread (not of the codec's own threads)."""
+        return {"first_frame_s": None if self.first_at is None else round(self.first_at - t0, 3),
+                "starved_s": round(self.starved_s, 3), "busy_s": round(self.busy_s, 3),
+                "thread_cpu_s": round(self.thread_cpu_s, 3)}
 
     def _audio_packets(self):
         if self.as_ is None:
@@ -296,12 +308,20 @@ class _Writer(threading.Thread):
             self._pending = next(self._apk, None)
             tb = Fraction(self.fps.denominator, self.fps.numerator)
             while True:
+                asked = time.perf_counter()
                 try:
                     item = self.inq.get(timeout=0.1)
                 except queue.Empty:
+                    if self.first_at is not None:
+                        self.starved_s += time.perf_counter() - asked
                     if self.stop.is_set():
                         return
                     continue
+                got = time.perf_counter()
+                if self.first_at is not None:
+                    self.starved_s += got - asked
+                elif item is not _END:
+                    self.first_at = got
                 if item is _END:
                     break
                 arr, t = item
@@ -312,12 +332,16 @@ class _Writer(threading.Thread):
                 self._last_pts = pts
                 self._mux_video(self.vs.encode(frame))
                 self.frames += 1
+                self.busy_s += time.perf_counter() - got
+            got = time.perf_counter()
             self._mux_video(self.vs.encode())
             self._mux_audio_until(None)
+            self.busy_s += time.perf_counter() - got
         except BaseException as exc:
             self.error = exc
             self.stop.set()
         finally:
+            self.thread_cpu_s = time.thread_time()
             if self._audio_in is not None:
                 self._audio_in.close()
 
@@ -470,7 +494,8 @@ def codec_ceiling(src: str | Path, crf: int = 18, preset: str = "veryfast", code
     travel as planes (:func:`planes_for`), its I420 planes (no conversion: ``decode_only_fps``,
     ``encode_only_fps``, the encoder alone).  ``encode_only_fps`` is the strictest ceiling the video allows:
     the planes' when there are planes, else the RGB frames'.  Each form is encoded ``runs`` times and the
-    fastest run counts (``encode_only*_runs`` lists them all: a host's codec speed varies from run to run).
+    fastest run counts (``encode_only*_runs`` lists them all: a host's codec speed varies from run to run;
+    ``encode_only*_cpu_cores``, the cores the process kept busy in each).
     """
     import tempfile
 
@@ -493,10 +518,10 @@ def codec_ceiling(src: str | Path, crf: int = 18, preset: str = "veryfast", code
                 frames = [_pixels(f, form) for f in c.decode(v)]
             decode_s = time.perf_counter() - t0
             n = res["frames"] = len(frames)
-            speeds = []
+            speeds, cores = [], []
             written = form or rgb_colour(info)  # as transcode writes them
             for _ in range(max(1, int(runs))):
-                t0 = time.perf_counter()
+                t0, cpu0 = time.perf_counter(), time.process_time()
                 with av.open(str(Path(tmp) / f"ceiling{tag}{suffix}"), "w", format=fmt) as out:
                     vs = _add_video_stream(out, encoder, info, crf, preset, written)
                     for i, arr in enumerate(frames):
@@ -506,9 +531,11 @@ def codec_ceiling(src: str | Path, crf: int = 18, preset: str = "veryfast", code
                     out.mux(vs.encode())
                 encode_s = time.perf_counter() - t0
                 speeds.append(round(n / encode_s, 2) if encode_s > 0 else None)
+                cores.append(round((time.process_time() - cpu0) / encode_s, 2) if encode_s > 0 else None)
             res[f"decode_only{tag}_fps"] = round(n / decode_s, 2) if decode_s > 0 else None
             res[f"encode_only{tag}_fps"] = max((v for v in speeds if v), default=None)
             res[f"encode_only{tag}_runs"] = speeds
+            res[f"encode_only{tag}_cpu_cores"] = cores  # the process's CPU seconds a second, per run
             del frames
     if planes is None:
         res["decode_only_fps"], res["encode_only_fps"] = res["decode_only_rgb_fps"], res["encode_only_rgb_fps"]
@@ -528,7 +555,10 @@ def transcode(src: str | Path, dst: str | Path, process: ProcessFn | None = None
 
     ``stream`` instead of ``process``: a function of the iterable of batches (consumed in a thread of its
     own) and the run's stop event, yielding each batch's frames in order (the pipeline's streaming executor).
-    Returns stream facts and throughput.  On any failure ``dst`` is left as it was.
+    Returns stream facts and throughput, and where the time went: ``cpu_cores`` (the process's CPU seconds a
+    second, the codecs' threads included), ``results_waited_s`` (processed frames waiting for room in the
+    encoder's queue: the encoder behind) and ``encoder`` (:meth:`_Writer.facts`: its first frame, the time it
+    sat with nothing to encode).  On any failure ``dst`` is left as it was.
     """
     if (process is None) == (stream is None):
         raise TypeError("transcode takes a frame function (process) or a stream function (stream), one of them")
@@ -545,8 +575,9 @@ def transcode(src: str | Path, dst: str | Path, process: ProcessFn | None = None
     stop = threading.Event()
     frames_in: queue.Queue = queue.Queue(maxsize=max(queue_size, batch))
     frames_out: queue.Queue = queue.Queue(maxsize=max(queue_size, OUT_BATCHES * batch))
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     n = 0
+    blocked = 0.0  # the time results waited for room in the encoder's queue (the encoder behind)
     with atomic_path(dst) as tmp:
         try:
             out = av.open(str(tmp), "w", format=fmt)
@@ -566,8 +597,10 @@ def transcode(src: str | Path, dst: str | Path, process: ProcessFn | None = None
                 task = bar.add_task(f"swap {src.name}", total=info.frames, fps="-")
                 for items, results in done:
                     _check_results(items, results)
+                    handed = time.perf_counter()
                     if not all(_put(frames_out, (res, t), stop) for (_, t), res in zip(items, results)):
                         break
+                    blocked += time.perf_counter() - handed
                     n += len(items)
                     el = time.perf_counter() - t0
                     bar.update(task, advance=len(items), fps=f"{n / el:.1f}" if el > 0 else "-")
@@ -594,9 +627,12 @@ def transcode(src: str | Path, dst: str | Path, process: ProcessFn | None = None
             if reader is not None:
                 reader.join(timeout=10)
     seconds = time.perf_counter() - t0
+    cpu_s = time.process_time() - cpu0
     return {"input": str(src), "output": str(dst), "frames": n, "width": info.width, "height": info.height,
             "fps": float(info.fps), "fps_fraction": f"{info.fps.numerator}/{info.fps.denominator}",
             "video_codec": encoder, "audio_codec": info.audio_codec,
             "frames_as": "rgb24" if planes is None else planes.name, "audio_packets": writer.audio_packets,
             "codec_nice": codec_nice, "encoder_threads": encoder_threads,
-            "seconds": round(seconds, 3), "throughput_fps": round(n / seconds, 2) if seconds > 0 else None}
+            "seconds": round(seconds, 3), "throughput_fps": round(n / seconds, 2) if seconds > 0 else None,
+            "cpu_cores": round(cpu_s / seconds, 2) if seconds > 0 else None, "results_waited_s": round(blocked, 3),
+            "encoder": writer.facts(t0)}
