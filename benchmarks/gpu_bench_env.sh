@@ -1,6 +1,6 @@
 # Sourced by the GPU-host benchmark scripts (benchmarks/gpu_session*.sh) from the repository root: where the
 # results, the wheels and the artifacts go, and `bench NAME OPTIONS...`, one pipeline benchmark report under
-# $OUT/NAME (256 timed frames of 1080p, no naive baseline, the artifacts under $ARTS), `serial`, a copy of
+# $OUT/NAME ($FRAMES, default 256, timed frames of 1080p, no naive baseline, the artifacts under $ARTS), `serial`, a copy of
 # configs/ whose pipeline takes the serial executor, and the onnxruntime sessions' common parts: `ort_build` (the
 # pipeline's ONNX artifacts, FP32 and FP16), `ort_modules` (their module rows on onnxruntime-CUDA at batch 1 and 8)
 # `ort_rows NAME` (the onnxruntime FP16 pipeline at 1, 8 and 32 frames a call, no enhancer) and `compile_b32 NAME`
@@ -11,7 +11,7 @@ ARTS=${FFEXPORT_ARTIFACTS:-/tmp/arts}
 export PYTHONPATH="${ORT_SITE:-/tmp/ortgpu}:$SITE:$PWD/src" PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 bench() {  # name, options
-  python3 -m ffexport bench --modules none --pipeline --frames 256 --no-naive --out "$ARTS" --report "$OUT/$1" "${@:2}"
+  python3 -m ffexport bench --modules none --pipeline --frames "${FRAMES:-256}" --no-naive --out "$ARTS" --report "$OUT/$1" "${@:2}"
 }
 serial() {  # a copy of configs/ with the serial executor (for --config-dir)
   local d; d=$(mktemp -d)/configs && cp -r configs "$d" && echo "streaming: false" >> "$d/pipeline.yaml" && echo "$d"

@@ -3,7 +3,9 @@
 # and how the threads that need the GPU's results wait for them (ffexport.pipeline.device.CUDA_WAIT):
 #
 #     bash benchmarks/gpu_session15.sh install           # the wheel folders carried under .port/ (see below)
-#     OUT=/some/folder bash benchmarks/gpu_session15.sh row f2f tests
+#     OUT=/some/folder bash benchmarks/gpu_session15.sh row f2f
+#     OUT=/some/folder bash benchmarks/gpu_session15.sh tests row1024
+#     OUT=/some/folder bash benchmarks/gpu_session15.sh b1 b32
 #
 # install: the carried wheel folders of .port/ (PyAV, rich, facenet-pytorch, matplotlib, PyYAML ...) into
 #      $BENCH_SITE; one call can carry about 60 MB, so this part runs once per call that carries some.
@@ -12,6 +14,9 @@
 #      prepares the artifacts under $ARTS that the next part runs.
 # f2f: benchmarks/gpu_file_to_file.py: clips of 256 and 1024 frames, two rounds of pass-through and file to file
 #      with the threads spinning (CUDA's default) and asleep (FFEXPORT_CUDA_WAIT=block).
+# row1024: `row` with 1024 frames (the timed frames and the clip), ffexport's defaults (threads asleep).
+# b1 / b32: the compile FP16 rows of targets 2 and 1, no enhancer, ffexport's defaults: batch 1 on the serial path,
+#      batch 32 streaming.
 # tests: the GPU tests of the streaming executor and of the MTCNN cascade.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +30,15 @@ part() {
     row)
       bench compile-file-to-file --backends compile --precisions fp16 --pipeline-batch 8 --no-enhance \
         --timeout 400 ;;
+    row1024)
+      FRAMES=1024 bench compile-file-to-file-1024 --backends compile --precisions fp16 --pipeline-batch 8 \
+        --no-enhance --timeout 500 ;;
+    b1)
+      bench b1-serial --backends compile --precisions fp16 --pipeline-batch 1 --no-enhance --no-video \
+        --timeout 250 --config-dir "$(serial)" ;;
+    b32)
+      bench streaming --backends compile --precisions fp16 --pipeline-batch 32 --no-enhance --no-video \
+        --timeout 250 ;;
     f2f)
       timeout 560 python3 benchmarks/gpu_file_to_file.py --out "$OUT/f2f" --arts "$ARTS" \
         --frames "${F2F_FRAMES:-256,1024}" --rounds "${F2F_ROUNDS:-2}" 2>&1 | grep -v Warning \
@@ -32,7 +46,7 @@ part() {
     tests)
       timeout 400 python3 -m pytest -q -rs -p no:cacheprovider tests/pipeline/test_streaming_gpu.py \
         tests/pipeline/test_mtcnn.py 2>&1 | tee "$OUT/tests.log" | tail -8 ;;
-    *) echo "unknown part $1; use install, row, f2f or tests" >&2; return 2 ;;
+    *) echo "unknown part $1; use install, row, row1024, f2f, tests, b1 or b32" >&2; return 2 ;;
   esac
 }
 run_parts "$@"

@@ -358,8 +358,8 @@ def test_a_slow_encoder_makes_results_wait_and_a_slow_frame_function_starves_it(
 
 
 def test_how_threads_wait_for_the_gpu_is_a_setting(monkeypatch):
-    """$FFEXPORT_CUDA_WAIT: spin (CUDA's default) or block; anything else is spin, with a warning; settle() of a
-    host tensor is the tensor at once."""
+    """$FFEXPORT_CUDA_WAIT: block (the default) or spin; anything else is block, with a warning; off CUDA
+    wait_for returns at once."""
     import importlib
 
     import torch
@@ -367,15 +367,15 @@ def test_how_threads_wait_for_the_gpu_is_a_setting(monkeypatch):
     from ffexport.pipeline import device
 
     try:
-        for value, expected in (("block", "block"), (" SPIN ", "spin"), ("", "spin")):
+        for value, expected in (("spin", "spin"), (" BLOCK ", "block"), ("", "block")):
             monkeypatch.setenv("FFEXPORT_CUDA_WAIT", value)
             assert importlib.reload(device).CUDA_WAIT == expected
+        monkeypatch.delenv("FFEXPORT_CUDA_WAIT")
+        assert importlib.reload(device).CUDA_WAIT == "block"
         monkeypatch.setenv("FFEXPORT_CUDA_WAIT", "yield")
-        with pytest.warns(UserWarning, match="FFEXPORT_CUDA_WAIT='yield' is not one of spin, block"):
-            assert importlib.reload(device).CUDA_WAIT == "spin"
-        t = torch.ones(3)
-        monkeypatch.setattr(device, "CUDA_WAIT", "block")
-        assert device.settle(t) is t
+        with pytest.warns(UserWarning, match="FFEXPORT_CUDA_WAIT='yield' is not one of block, spin; using block"):
+            assert importlib.reload(device).CUDA_WAIT == "block"
+        assert device.wait_for(torch.device("cpu")) is None
     finally:
         monkeypatch.delenv("FFEXPORT_CUDA_WAIT", raising=False)
         importlib.reload(device)

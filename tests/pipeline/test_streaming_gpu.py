@@ -65,8 +65,8 @@ def test_streaming_on_the_gpu_gives_the_serial_frames(pipe, frames):
 
 
 def test_threads_asleep_on_the_gpu_give_the_same_frames(pipe, frames, monkeypatch):
-    """CUDA_WAIT="block": the upload and download events and the cascade's read-back wait asleep (blocking
-    events); the frames are the spinning run's, bit for bit."""
+    """CUDA_WAIT="block" (the default): the upload and download events, the serial path's download and the
+    cascade's read-back wait asleep (blocking events); the frames are the spinning run's, bit for bit."""
     from ffexport.pipeline import device
 
     batches = _batches(frames)

@@ -36,15 +36,17 @@ def from_host(values, device: torch.device, dtype: torch.dtype = torch.long) -> 
     return host.pin_memory().to(device, non_blocking=True)
 
 
-# How a thread that needs the device's results waits for them on CUDA.  CUDA's own choice, with fewer GPUs than
-# cores, is to spin on a core until the work is done ("spin"); "block" puts the thread to sleep on the event
-# (cudaEventBlockingSync) and leaves the core to others, the video codecs' threads above all.
-# $FFEXPORT_CUDA_WAIT chooses; benchmarks/NOTES.md (#12, session 15) measures both.
-CUDA_WAITS = ("spin", "block")
-CUDA_WAIT = os.environ.get("FFEXPORT_CUDA_WAIT", "spin").strip().lower() or "spin"
+# How a thread that needs the device's results waits for them on CUDA: asleep on the event ("block",
+# cudaEventBlockingSync), leaving its core to the other threads (the video codecs' above all), or spinning on a
+# core until the work is done ("spin", CUDA's own choice when a process has fewer GPUs than cores).  File to file
+# on the H200 host, batch 8: 0.73-0.76x of encode-only spinning, 0.80x asleep (benchmarks/NOTES.md, #12 session
+# 15).  $FFEXPORT_CUDA_WAIT chooses.
+CUDA_WAITS = ("block", "spin")
+CUDA_WAIT = os.environ.get("FFEXPORT_CUDA_WAIT", "block").strip().lower() or "block"
 if CUDA_WAIT not in CUDA_WAITS:
-    warnings.warn(f"FFEXPORT_CUDA_WAIT={CUDA_WAIT!r} is not one of {', '.join(CUDA_WAITS)}; using spin", stacklevel=1)
-    CUDA_WAIT = "spin"
+    warnings.warn(f"FFEXPORT_CUDA_WAIT={CUDA_WAIT!r} is not one of {', '.join(CUDA_WAITS)}; using block",
+                  stacklevel=1)
+    CUDA_WAIT = "block"
 
 
 def cuda_event() -> "torch.cuda.Event":
@@ -52,11 +54,10 @@ def cuda_event() -> "torch.cuda.Event":
     return torch.cuda.Event(blocking=CUDA_WAIT == "block")
 
 
-def settle(t: torch.Tensor) -> torch.Tensor:
-    """``t`` once the work queued before it on the current stream has finished, waited for as :data:`CUDA_WAIT`
-    says (a plain read-back such as ``.cpu()`` spins on a core); ``t`` itself, at once, off CUDA."""
-    if t.is_cuda and CUDA_WAIT == "block":
+def wait_for(device: torch.device) -> None:
+    """Return once the work queued so far on ``device``'s current stream has finished (the thread waits as
+    :data:`CUDA_WAIT` says; a plain read-back such as ``.cpu()`` would spin); at once off CUDA."""
+    if device.type == "cuda":
         done = cuda_event()
-        done.record(torch.cuda.current_stream(t.device))
+        done.record(torch.cuda.current_stream(device))
         done.synchronize()
-    return t

@@ -36,7 +36,7 @@ from ..vision.mtcnn import (MAX_SUPERSAMPLE, AreaPyramid, batched_nms, bucket, c
                             regress, square)
 from ..vocab import TORCH_BACKENDS
 from .detectors import MTCNN_MAX_SIDE, MTCNN_MODULES
-from .device import from_host, settle
+from .device import from_host, wait_for
 
 if TYPE_CHECKING:
     from .stages import Stage
@@ -540,7 +540,8 @@ class MTCNNDetector:
         if outs is None:
             return [(images.new_zeros(0, 4), images.new_zeros(0, 5, 2), images.new_zeros(0)) for _ in range(n)]
         boxes, points, scores, facts = outs
-        facts = settle(facts).cpu()  # the one read-back
+        wait_for(facts.device)
+        facts = facts.cpu()  # the one read-back
         if bool(facts[1].any()):
             return None
         # a graph's outputs are overwritten by its next replay: the faces are copied out

@@ -36,7 +36,7 @@ from ..vision import align
 from ..vocab import PRECISIONS, TORCH_BACKENDS
 from .autobatch import AUTO, parse_batch
 from .detectors import MTCNN_MAX_SIDE, detector_modules, largest, make_detector, resolve_kind
-from .device import check_device, from_host
+from .device import check_device, cuda_event, from_host, wait_for
 from .crops import crop_faces
 from .paste import mask_rois, paste
 from .settings import BLEND_MODES, DETECTORS, ENHANCE_FACES_PER_CALL, IDENTITY, check_enhance_faces_per_call
@@ -265,7 +265,7 @@ class Pipeline:
         for i, a in enumerate(arrays):
             host[i] = a
         dev = self._pinned.to(self.device, non_blocking=True)
-        self._upload_done = torch.cuda.Event()
+        self._upload_done = cuda_event()
         self._upload_done.record()
         return dev
 
@@ -276,7 +276,7 @@ class Pipeline:
             return t.numpy()
         host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
         host.copy_(t, non_blocking=True)
-        torch.cuda.current_stream(t.device).synchronize()
+        wait_for(t.device)
         return host.numpy()
 
     @staticmethod
