@@ -14,9 +14,10 @@
 #      prepares the artifacts under $ARTS that the next part runs.
 # f2f: benchmarks/gpu_file_to_file.py: clips of 256 and 1024 frames, two rounds of pass-through and file to file
 #      with the threads spinning (CUDA's default) and asleep (FFEXPORT_CUDA_WAIT=block).
-# row1024: `row` with 1024 frames (the timed frames and the clip), ffexport's defaults (threads asleep).
-# b1 / b32: the compile FP16 rows of targets 2 and 1, no enhancer, ffexport's defaults: batch 1 on the serial path,
-#      batch 32 streaming.
+# row1024: `row` with 1024 frames (the timed frames and the clip).
+# b1 / b32: the compile FP16 rows of targets 2 and 1, no enhancer: batch 1 on the serial path, batch 32 streaming.
+# (Session 15 ran row1024, b1 and b32 with the code of 51f3b6f, where every run's threads waited asleep; from
+# the next commit on only a video's transcode does, and FFEXPORT_CUDA_WAIT=spin|block chooses for all runs.)
 # tests: the GPU tests of the streaming executor and of the MTCNN cascade.
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -174,6 +174,7 @@ def test_swap_video(backend, media, artifacts, tmp_path):
     assert stats["faces_swapped"] == stats["frames_with_faces"] == 8 and stats["frames_without_faces"] == 0
     assert all(psnr(x, y) < 40 for x, y in zip(a, b))  # every frame got a (noise) face
     assert {"detect", "align", "swap", "blend", "transfer"} <= set(timings)
+    assert "cuda_wait" not in stats and stats["encoder"]["busy_s"] > 0  # (no GPU to wait for)
 
 
 def test_identity_round_trip_video(identity, media, tmp_path):

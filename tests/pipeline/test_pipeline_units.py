@@ -357,8 +357,9 @@ def test_a_slow_encoder_makes_results_wait_and_a_slow_frame_function_starves_it(
     assert behind["encoder"]["busy_s"] >= 0.02 * 12
 
 
-def test_how_threads_wait_for_the_gpu_is_a_setting(monkeypatch):
-    """$FFEXPORT_CUDA_WAIT: block (the default) or spin; anything else is block, with a warning; off CUDA
+def test_how_threads_wait_for_the_gpu(monkeypatch):
+    """Spinning unless a block says otherwise (cuda_waits: a video's transcode asks for block);
+    $FFEXPORT_CUDA_WAIT, when set, chooses for every run; an unknown value is ignored with a warning; off CUDA
     wait_for returns at once."""
     import importlib
 
@@ -367,14 +368,24 @@ def test_how_threads_wait_for_the_gpu_is_a_setting(monkeypatch):
     from ffexport.pipeline import device
 
     try:
-        for value, expected in (("spin", "spin"), (" BLOCK ", "block"), ("", "block")):
+        monkeypatch.delenv("FFEXPORT_CUDA_WAIT", raising=False)
+        d = importlib.reload(device)
+        assert d.CUDA_WAIT == "spin"
+        with d.cuda_waits("block") as mode:
+            assert mode == d.CUDA_WAIT == "block"
+        assert d.CUDA_WAIT == "spin"
+        with pytest.raises(ValueError, match="unknown CUDA wait 'yield'"):
+            with d.cuda_waits("yield"):
+                pass
+        for value, expected in (("spin", "spin"), (" BLOCK ", "block")):
             monkeypatch.setenv("FFEXPORT_CUDA_WAIT", value)
-            assert importlib.reload(device).CUDA_WAIT == expected
-        monkeypatch.delenv("FFEXPORT_CUDA_WAIT")
-        assert importlib.reload(device).CUDA_WAIT == "block"
+            d = importlib.reload(device)
+            assert d.CUDA_WAIT == expected
+            with d.cuda_waits("spin" if expected == "block" else "block") as mode:
+                assert mode == d.CUDA_WAIT == expected  # the environment's choice holds
         monkeypatch.setenv("FFEXPORT_CUDA_WAIT", "yield")
-        with pytest.warns(UserWarning, match="FFEXPORT_CUDA_WAIT='yield' is not one of block, spin; using block"):
-            assert importlib.reload(device).CUDA_WAIT == "block"
+        with pytest.warns(UserWarning, match="FFEXPORT_CUDA_WAIT='yield' is not one of spin, block; ignored"):
+            assert importlib.reload(device).CUDA_WAIT == "spin"
         assert device.wait_for(torch.device("cpu")) is None
     finally:
         monkeypatch.delenv("FFEXPORT_CUDA_WAIT", raising=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 
@@ -36,17 +37,34 @@ def from_host(values, device: torch.device, dtype: torch.dtype = torch.long) -> 
     return host.pin_memory().to(device, non_blocking=True)
 
 
-# How a thread that needs the device's results waits for them on CUDA: asleep on the event ("block",
-# cudaEventBlockingSync), leaving its core to the other threads (the video codecs' above all), or spinning on a
-# core until the work is done ("spin", CUDA's own choice when a process has fewer GPUs than cores).  File to file
-# on the H200 host, batch 8: 0.73-0.76x of encode-only spinning, 0.80x asleep (benchmarks/NOTES.md, #12 session
-# 15).  $FFEXPORT_CUDA_WAIT chooses.
-CUDA_WAITS = ("block", "spin")
-CUDA_WAIT = os.environ.get("FFEXPORT_CUDA_WAIT", "block").strip().lower() or "block"
-if CUDA_WAIT not in CUDA_WAITS:
-    warnings.warn(f"FFEXPORT_CUDA_WAIT={CUDA_WAIT!r} is not one of {', '.join(CUDA_WAITS)}; using block",
+# How a thread that needs the device's results waits for them on CUDA: spinning on a core until the work is done
+# ("spin", CUDA's own choice when a process has fewer GPUs than cores), or asleep on the event ("block",
+# cudaEventBlockingSync), leaving its core to the other threads.  Frames in memory spin (batch 1 on the H200 host:
+# p50 8.1 ms spinning, 9.7 asleep); a video being transcoded blocks, where the codecs' threads need the cores
+# (file to file at 8 frames a call: 0.73-0.90x of encode-only spinning, 0.80-0.92x asleep).  Measured in
+# benchmarks/NOTES.md, #12 session 15.  $FFEXPORT_CUDA_WAIT, when set, chooses for every run.
+CUDA_WAITS = ("spin", "block")
+CUDA_WAIT_SET = os.environ.get("FFEXPORT_CUDA_WAIT", "").strip().lower() or None
+if CUDA_WAIT_SET is not None and CUDA_WAIT_SET not in CUDA_WAITS:
+    warnings.warn(f"FFEXPORT_CUDA_WAIT={CUDA_WAIT_SET!r} is not one of {', '.join(CUDA_WAITS)}; ignored",
                   stacklevel=1)
-    CUDA_WAIT = "block"
+    CUDA_WAIT_SET = None
+CUDA_WAIT = CUDA_WAIT_SET or "spin"  # what cuda_event and wait_for do now
+
+
+@contextlib.contextmanager
+def cuda_waits(mode: str):
+    """:data:`CUDA_WAIT` is ``mode`` inside the block (in every thread of the process), unless
+    $FFEXPORT_CUDA_WAIT chose one; restored after."""
+    global CUDA_WAIT
+    if mode not in CUDA_WAITS:
+        raise ValueError(f"unknown CUDA wait {mode!r}; use one of {', '.join(CUDA_WAITS)}")
+    before = CUDA_WAIT
+    CUDA_WAIT = CUDA_WAIT_SET or mode
+    try:
+        yield CUDA_WAIT
+    finally:
+        CUDA_WAIT = before
 
 
 def cuda_event() -> "torch.cuda.Event":
