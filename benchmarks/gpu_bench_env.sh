@@ -3,8 +3,8 @@
 # $OUT/NAME ($FRAMES, default 256, timed frames of 1080p, no naive baseline, the artifacts under $ARTS), `serial`, a copy of
 # configs/ whose pipeline takes the serial executor, and the onnxruntime sessions' common parts: `ort_build` (the
 # pipeline's ONNX artifacts, FP32 and FP16), `ort_modules` (their module rows on onnxruntime-CUDA at batch 1 and 8)
-# `ort_rows NAME` (the onnxruntime FP16 pipeline at 1, 8 and 32 frames a call, no enhancer) and `compile_b32 NAME`
-# (the compile backend's FP16 pipeline at batch 32, the best backend, for the ratio).
+# `ort_rows NAME` (the onnxruntime FP16 pipeline at 1, 8 and 32 frames a call, no enhancer), `compile_b1 NAME`
+# (the compile backend's FP16 pipeline at batch 1, serial) and `compile_b32 NAME` (at batch 32, the best backend).
 OUT=${OUT:-/tmp/ffexport-speed}
 SITE=${BENCH_SITE:-/tmp/site}
 ARTS=${FFEXPORT_ARTIFACTS:-/tmp/arts}
@@ -27,6 +27,10 @@ ort_modules() {  # report folder name
 }
 ort_rows() {  # name
   bench "$1" --backends ort --precisions fp16 --pipeline-batch 1,8,32 --no-enhance --no-video --timeout 150
+}
+compile_b1() {  # name: the compile backend's FP16 pipeline at batch 1 on the serial path (target 2)
+  bench "$1" --backends compile --precisions fp16 --pipeline-batch 1 --no-enhance --no-video --timeout 250 \
+    --config-dir "$(serial)"
 }
 compile_b32() {  # name
   bench "$1" --backends compile --precisions fp16 --pipeline-batch 32 --no-enhance --no-video --timeout 300

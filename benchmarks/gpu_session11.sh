@@ -28,9 +28,7 @@ part() {
     latency)
       CASCADE_AB=steps python3 benchmarks/gpu_latency_b1.py "$OUT/latency" "${LATENCY_RUNS:-compile,compile-eager-steps}" \
         1280 "${LATENCY_PARTS:-cascade,pipeline}" 2>&1 | grep -v Warning | tee "$OUT/latency-run.log" ;;
-    b1)
-      bench b1-serial --backends compile --precisions fp16 --pipeline-batch 1 --no-enhance --no-video \
-        --timeout 250 --config-dir "$(serial)" ;;
+    b1) compile_b1 b1-serial ;;
     streaming)
       bench streaming --backends compile --precisions fp16 --pipeline-batch 32 --no-enhance --no-video \
         --timeout 250 ;;

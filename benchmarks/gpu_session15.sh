@@ -34,12 +34,8 @@ part() {
     row1024)
       FRAMES=1024 bench compile-file-to-file-1024 --backends compile --precisions fp16 --pipeline-batch 8 \
         --no-enhance --timeout 500 ;;
-    b1)
-      bench b1-serial --backends compile --precisions fp16 --pipeline-batch 1 --no-enhance --no-video \
-        --timeout 250 --config-dir "$(serial)" ;;
-    b32)
-      bench streaming --backends compile --precisions fp16 --pipeline-batch 32 --no-enhance --no-video \
-        --timeout 250 ;;
+    b1) compile_b1 b1-serial ;;
+    b32) compile_b32 streaming ;;  # (session 15's run: --timeout 250)
     f2f)
       timeout 560 python3 benchmarks/gpu_file_to_file.py --out "$OUT/f2f" --arts "$ARTS" \
         --frames "${F2F_FRAMES:-256,1024}" --rounds "${F2F_ROUNDS:-2}" 2>&1 | grep -v Warning \
