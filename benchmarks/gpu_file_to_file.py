@@ -10,7 +10,8 @@ the host's codec ceilings (:func:`ffexport.pipeline.video.codec_ceiling`), then 
 pass-through run (the same threads and queues, no pipeline work) and the pipeline's file-to-file run with each of
 ``--waits`` (how the threads that need the GPU's results wait: ``spin``, CUDA's default, or ``block``, asleep on
 the event, a video's default since session 15; chosen as $FFEXPORT_CUDA_WAIT would, see
-``ffexport.pipeline.device``).  Each run records its FPS, the process's busy cores, the
+``ffexport.pipeline.device.cuda_wait``; session 15 ran the script at 51f3b6f and db4b9e9, where it set the module's
+``CUDA_WAIT`` instead).  Each run records its FPS, the process's busy cores, the
 encoder's first frame and the time it sat with nothing to encode, and the time results waited for room in the
 encoder's queue.  One JSON file (``file_to_file.json``), written after each run."""
 import argparse
@@ -72,7 +73,7 @@ with Pipeline.from_settings(settings, out=a.arts, build_missing=False, batch=a.b
             for name, wait in forms:
                 dst = Path(tmp) / f"out-{n}-{r}-{name}-{wait}.mp4"
                 if wait is not None:  # as $FFEXPORT_CUDA_WAIT would choose it
-                    pipeline_device.CUDA_WAIT_SET = pipeline_device.CUDA_WAIT = wait
+                    pipeline_device.CUDA_WAIT_SET = wait
                     stats = pipe.process_video(clip, dst, progress=False)
                 else:
                     stats = transcode(clip, dst, list, batch=a.batch, progress=False,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue #12, session 15, on the GPU host from the repository root: file to file (target 4), where its time goes,
-# and how the threads that need the GPU's results wait for them (ffexport.pipeline.device.CUDA_WAIT):
+# and how the threads that need the GPU's results wait for them (ffexport.pipeline.device.cuda_wait):
 #
 #     bash benchmarks/gpu_session15.sh install           # the wheel folders carried under .port/ (see below)
 #     OUT=/some/folder bash benchmarks/gpu_session15.sh row f2f

@@ -358,10 +358,11 @@ def test_a_slow_encoder_makes_results_wait_and_a_slow_frame_function_starves_it(
 
 
 def test_how_threads_wait_for_the_gpu(monkeypatch):
-    """Spinning unless a block says otherwise (cuda_waits: a video's transcode asks for block);
-    $FFEXPORT_CUDA_WAIT, when set, chooses for every run; an unknown value is ignored with a warning; off CUDA
-    wait_for returns at once."""
+    """Spinning unless a run asks for sleeping waits (a video's transcode), also when such runs overlap in
+    several threads; $FFEXPORT_CUDA_WAIT, when set, chooses for every run; an unknown value is ignored with a
+    warning; off CUDA wait_for returns at once."""
     import importlib
+    import threading
 
     import torch
 
@@ -370,22 +371,42 @@ def test_how_threads_wait_for_the_gpu(monkeypatch):
     try:
         monkeypatch.delenv("FFEXPORT_CUDA_WAIT", raising=False)
         d = importlib.reload(device)
-        assert d.CUDA_WAIT == "spin"
-        with d.cuda_waits("block") as mode:
-            assert mode == d.CUDA_WAIT == "block"
-        assert d.CUDA_WAIT == "spin"
-        with pytest.raises(ValueError, match="unknown CUDA wait 'yield'"):
-            with d.cuda_waits("yield"):
-                pass
+        assert d.cuda_wait() == "spin"
+        with d.asleep_while_running() as mode:
+            assert mode == d.cuda_wait() == "block"
+        assert d.cuda_wait() == "spin"
+        # two runs in two threads, the first to start ending first: the other still sleeps until it ends
+        first_in, second_in, first_out, seen = threading.Event(), threading.Event(), threading.Event(), []
+
+        def first():
+            with d.asleep_while_running():
+                first_in.set()
+                second_in.wait(5)
+            first_out.set()
+
+        def second():
+            first_in.wait(5)
+            with d.asleep_while_running():
+                second_in.set()
+                first_out.wait(5)
+                seen.append(d.cuda_wait())
+            seen.append(d.cuda_wait())
+
+        threads = [threading.Thread(target=first), threading.Thread(target=second)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert seen == ["block", "spin"]
         for value, expected in (("spin", "spin"), (" BLOCK ", "block")):
             monkeypatch.setenv("FFEXPORT_CUDA_WAIT", value)
             d = importlib.reload(device)
-            assert d.CUDA_WAIT == expected
-            with d.cuda_waits("spin" if expected == "block" else "block") as mode:
-                assert mode == d.CUDA_WAIT == expected  # the environment's choice holds
+            assert d.cuda_wait() == expected
+            with d.asleep_while_running() as mode:
+                assert mode == d.cuda_wait() == expected  # the environment's choice holds
         monkeypatch.setenv("FFEXPORT_CUDA_WAIT", "yield")
         with pytest.warns(UserWarning, match="FFEXPORT_CUDA_WAIT='yield' is not one of spin, block; ignored"):
-            assert importlib.reload(device).CUDA_WAIT == "spin"
+            assert importlib.reload(device).cuda_wait() == "spin"
         assert device.wait_for(torch.device("cpu")) is None
     finally:
         monkeypatch.delenv("FFEXPORT_CUDA_WAIT", raising=False)

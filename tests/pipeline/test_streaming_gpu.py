@@ -65,16 +65,16 @@ def test_streaming_on_the_gpu_gives_the_serial_frames(pipe, frames):
 
 
 def test_threads_asleep_on_the_gpu_give_the_same_frames(pipe, frames, monkeypatch):
-    """CUDA_WAIT="block" (a video's transcode): the upload and download events, the serial path's download and
+    """Sleeping waits (a video's transcode): the upload and download events, the serial path's download and
     the cascade's read-back wait asleep (blocking events); the frames are the spinning run's, bit for bit."""
     from ffexport.pipeline import device
 
     batches = _batches(frames)
-    monkeypatch.setattr(device, "CUDA_WAIT", "spin")
+    monkeypatch.setattr(device, "CUDA_WAIT_SET", "spin")
     spun = list(pipe.process_batches(batches))
     if not _same(spun, list(pipe.process_batches(batches))):
         pytest.skip("the streamed frames themselves are not deterministic on this GPU")
-    monkeypatch.setattr(device, "CUDA_WAIT", "block")
+    monkeypatch.setattr(device, "CUDA_WAIT_SET", "block")
     assert device.cuda_event().query()  # a blocking event, not yet recorded
     slept = list(pipe.process_batches(batches))
     assert _same(spun, slept)
@@ -136,7 +136,7 @@ def test_a_video_as_planes_on_the_gpu(pipe, tmp_path):
 
     # a video's threads waited for the GPU asleep, and the setting is back to spinning after it
     assert got["cuda_wait"] == ref["cuda_wait"] == (device.CUDA_WAIT_SET or "block")
-    assert device.CUDA_WAIT == (device.CUDA_WAIT_SET or "spin")
+    assert device.cuda_wait() == (device.CUDA_WAIT_SET or "spin")
     assert got["frames"] == ref["frames"] == 12 and got["faces_swapped"] >= 8
     a, b, f = read_video(tmp_path / "planes.mp4")[0], read_video(tmp_path / "rgb.mp4")[0], read_video(src)[0]
     assert np.mean([psnr(x, s) for x, s in zip(a, f)]) >= np.mean([psnr(y, s) for y, s in zip(b, f)]) - 0.5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import warnings
 
 import torch
@@ -40,8 +41,8 @@ def from_host(values, device: torch.device, dtype: torch.dtype = torch.long) -> 
 # How a thread that needs the device's results waits for them on CUDA: spinning on a core until the work is done
 # ("spin", CUDA's own choice when a process has fewer GPUs than cores), or asleep on the event ("block",
 # cudaEventBlockingSync), leaving its core to the other threads.  Frames in memory spin (batch 1 on the H200 host:
-# p50 8.1 ms spinning, 9.7 asleep); a video being transcoded blocks, where the codecs' threads need the cores
-# (file to file at 8 frames a call: 0.73-0.90x of encode-only spinning, 0.80-0.92x asleep).  Measured in
+# p50 8.1 ms spinning, 9.7 asleep); while a video is transcoded the threads sleep, where the codecs' threads need
+# the cores (file to file at 8 frames a call: 0.73-0.90x of encode-only spinning, 0.80-0.92x asleep).  Measured in
 # benchmarks/NOTES.md, #12 session 15.  $FFEXPORT_CUDA_WAIT, when set, chooses for every run.
 CUDA_WAITS = ("spin", "block")
 CUDA_WAIT_SET = os.environ.get("FFEXPORT_CUDA_WAIT", "").strip().lower() or None
@@ -49,32 +50,39 @@ if CUDA_WAIT_SET is not None and CUDA_WAIT_SET not in CUDA_WAITS:
     warnings.warn(f"FFEXPORT_CUDA_WAIT={CUDA_WAIT_SET!r} is not one of {', '.join(CUDA_WAITS)}; ignored",
                   stacklevel=1)
     CUDA_WAIT_SET = None
-CUDA_WAIT = CUDA_WAIT_SET or "spin"  # what cuda_event and wait_for do now
+_asleep = 0  # runs under way that asked for sleeping waits (asleep_while_running), in any thread
+_asleep_lock = threading.Lock()
+
+
+def cuda_wait() -> str:
+    """How host threads wait for the GPU now: $FFEXPORT_CUDA_WAIT when set, else ``block`` while a run asked
+    for it (:func:`asleep_while_running`), else ``spin``."""
+    return CUDA_WAIT_SET or ("block" if _asleep else "spin")
 
 
 @contextlib.contextmanager
-def cuda_waits(mode: str):
-    """:data:`CUDA_WAIT` is ``mode`` inside the block (in every thread of the process), unless
-    $FFEXPORT_CUDA_WAIT chose one; restored after."""
-    global CUDA_WAIT
-    if mode not in CUDA_WAITS:
-        raise ValueError(f"unknown CUDA wait {mode!r}; use one of {', '.join(CUDA_WAITS)}")
-    before = CUDA_WAIT
-    CUDA_WAIT = CUDA_WAIT_SET or mode
+def asleep_while_running():
+    """Threads wait for the GPU asleep while the block runs (in every thread of the process: runs in several
+    threads overlap safely; the last one out restores spinning), unless $FFEXPORT_CUDA_WAIT chose.  Yields
+    :func:`cuda_wait`'s answer at the start."""
+    global _asleep
+    with _asleep_lock:
+        _asleep += 1
     try:
-        yield CUDA_WAIT
+        yield cuda_wait()
     finally:
-        CUDA_WAIT = before
+        with _asleep_lock:
+            _asleep -= 1
 
 
 def cuda_event() -> "torch.cuda.Event":
-    """A CUDA event that a host thread will wait on (:data:`CUDA_WAIT` says how)."""
-    return torch.cuda.Event(blocking=CUDA_WAIT == "block")
+    """A CUDA event that a host thread will wait on (:func:`cuda_wait` says how)."""
+    return torch.cuda.Event(blocking=cuda_wait() == "block")
 
 
 def wait_for(device: torch.device) -> None:
     """Return once the work queued so far on ``device``'s current stream has finished (the thread waits as
-    :data:`CUDA_WAIT` says; a plain read-back such as ``.cpu()`` would spin); at once off CUDA."""
+    :func:`cuda_wait` says; a plain read-back such as ``.cpu()`` would spin); at once off CUDA."""
     if device.type == "cuda":
         done = cuda_event()
         done.record(torch.cuda.current_stream(device))

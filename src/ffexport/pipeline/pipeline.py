@@ -36,7 +36,7 @@ from ..vision import align
 from ..vocab import PRECISIONS, TORCH_BACKENDS
 from .autobatch import AUTO, parse_batch
 from .detectors import MTCNN_MAX_SIDE, detector_modules, largest, make_detector, resolve_kind
-from .device import check_device, cuda_event, cuda_waits, from_host, wait_for
+from .device import asleep_while_running, check_device, cuda_event, from_host, wait_for
 from .crops import crop_faces
 from .paste import mask_rois, paste
 from .settings import BLEND_MODES, DETECTORS, ENHANCE_FACES_PER_CALL, IDENTITY, check_enhance_faces_per_call
@@ -654,7 +654,7 @@ class Pipeline:
         chosen for this video first (:func:`~.autobatch.choose_batch`, on its first frames); the statistics
         record the batch (``batch``, and ``batch_auto``: how it was chosen) and the path (``executor``), and on
         CUDA how the threads waited for the GPU (``cuda_wait``: asleep, unless $FFEXPORT_CUDA_WAIT says otherwise;
-        :data:`~.device.CUDA_WAIT`).
+        :func:`~.device.cuda_wait`).
         """
         from functools import partial
 
@@ -667,8 +667,8 @@ class Pipeline:
         self._warm_call_sizes(batch)
         before = dict(self.stats)
         encode = {**self.codec_threads(), **encode}
-        # threads that wait for the GPU sleep, leaving their cores to the codecs (pipeline.device.CUDA_WAIT)
-        with cuda_waits("block") as wait:
+        # threads that wait for the GPU sleep, leaving their cores to the codecs (pipeline.device.cuda_wait)
+        with asleep_while_running() as wait:
             if self.streaming:
                 planes = self.video_planes_for(src, dst, encode.get("codec"))
                 stream = self.process_batches if planes is None else partial(self.process_batches, planes=planes)
