@@ -336,16 +336,17 @@ def test_a_slow_encoder_makes_results_wait_and_a_slow_frame_function_starves_it(
     src = make_video(tmp_path / "in.mp4", frames=12, size=(120, 160), fps=25)
 
     def slow(frames):
-        time.sleep(0.05)
+        time.sleep(0.1)
         return frames
 
     starved = video.transcode(src, tmp_path / "a.mp4", slow, batch=2, progress=False)
-    assert starved["encoder"]["starved_s"] > 0.05 * 4  # 6 calls of 50 ms, the first before the encoder starts
+    # 6 calls of 100 ms, the first before the encoder starts: ~0.5 s with nothing to encode (2 tiny frames a call)
+    assert starved["encoder"]["starved_s"] > 0.1 * 3
     assert starved["results_waited_s"] < 0.05
     real = video._Writer._mux_video
 
     def slow_mux(self, packets):
-        time.sleep(0.02)
+        time.sleep(0.04)
         return real(self, packets)
 
     video._Writer._mux_video = slow_mux
@@ -353,8 +354,9 @@ def test_a_slow_encoder_makes_results_wait_and_a_slow_frame_function_starves_it(
         behind = video.transcode(src, tmp_path / "b.mp4", lambda f: f, batch=2, progress=False, queue_size=2)
     finally:
         video._Writer._mux_video = real
-    assert behind["results_waited_s"] > 0.02 * 4
-    assert behind["encoder"]["busy_s"] >= 0.02 * 12
+    # 12 frames for a queue of 6, 40 ms each: ~0.24 s of results waiting
+    assert behind["results_waited_s"] > 0.04 * 3
+    assert behind["encoder"]["busy_s"] >= 0.04 * 12
 
 
 def test_how_threads_wait_for_the_gpu(monkeypatch):
