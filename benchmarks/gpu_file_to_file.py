@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-from ffexport.bench.e2e import frame_set, write_video
+from ffexport.bench.e2e import frame_set, passthrough_run, write_video
 from ffexport.pipeline import device as pipeline_device
 from ffexport.pipeline.pipeline import Pipeline
 from ffexport.pipeline.settings import load_pipeline_settings
-from ffexport.pipeline.video import codec_ceiling, transcode
+from ffexport.pipeline.video import codec_ceiling
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--out", required=True)
@@ -76,8 +76,7 @@ with Pipeline.from_settings(settings, out=a.arts, build_missing=False, batch=a.b
                     pipeline_device.CUDA_WAIT_SET = wait
                     stats = pipe.process_video(clip, dst, progress=False)
                 else:
-                    stats = transcode(clip, dst, list, batch=a.batch, progress=False,
-                                      planes=pipe.video_planes_for(clip), **pipe.codec_threads())
+                    stats = passthrough_run(pipe, clip, dst, a.batch)
                 dst.unlink(missing_ok=True)
                 row = {"round": r, "run": name, "wait": wait, **{k: stats.get(k) for k in KEEP}}
                 row["of_encode_only"] = round(row["throughput_fps"] / top, 3) if top else None

@@ -365,6 +365,15 @@ def _stage_breakdown(pipe, calls, naive: bool) -> dict:
     return out
 
 
+def passthrough_run(pipe, src: str | Path, dst: str | Path, batch: int | None = None) -> dict:
+    """``src`` to ``dst`` through the same decode and encode threads and queues as ``pipe.process_video``, in the
+    form its frames travel in, with no pipeline work: the floor of the video path itself."""
+    from ..pipeline.video import transcode
+
+    return transcode(src, dst, list, batch=batch or pipe.batch, progress=False,
+                     planes=pipe.video_planes_for(src, dst) if pipe.streaming else None, **pipe.codec_threads())
+
+
 def _video_run(pipe, cfg: dict) -> dict:
     """The same frames from an H.264 file with audio, through decode -> pipeline -> encode (audio copied), and
     in the same process just before it the host's codecs alone on that file (decode-only, encode-only: the
@@ -372,17 +381,14 @@ def _video_run(pipe, cfg: dict) -> dict:
     video path's own floor)."""
     import tempfile
 
-    from ..pipeline.video import codec_ceiling, transcode
+    from ..pipeline.video import codec_ceiling
 
     src = cfg["video"]
     if not src or not Path(src).is_file():
         return {"status": "not_runnable", "reason": cfg.get("video_reason") or "no input video was made"}
     ceiling = codec_ceiling(src)
     with tempfile.TemporaryDirectory(prefix="ffexport-bench-") as tmp:
-        # the same decode and encode threads and queues with no pipeline work: the floor of the video path itself
-        passthrough = transcode(src, Path(tmp) / "passthrough.mp4", list, batch=pipe.batch, progress=False,
-                                planes=pipe.video_planes_for(src) if pipe.streaming else None,
-                                **pipe.codec_threads())
+        passthrough = passthrough_run(pipe, src, Path(tmp) / "passthrough.mp4")
         stats = pipe.process_video(src, Path(tmp) / "out.mp4", progress=False)
     fps, top = stats.get("throughput_fps"), ceiling.get("encode_only_fps")
     return {"status": "ok", "frames": stats["frames"], "seconds": stats["seconds"],
