@@ -6,7 +6,9 @@
 
 One compile FP16 pipeline (configs/pipeline.yaml, no enhancer) and, per clip length (the benchmark's 1080p
 frames with one face, written as H.264 with an AAC track, as `ffexport bench --pipeline` writes its clip):
-the host's codec ceilings (:func:`ffexport.pipeline.video.codec_ceiling`), then ``--rounds`` rounds of a
+an untimed video of the first clip's first frames (:func:`ffexport.bench.e2e.warm_video`, the benchmark's video
+row's warm-up since session 16; session 15 warmed with 64 frames of its own), then per clip the host's codec
+ceilings (:func:`ffexport.pipeline.video.codec_ceiling`), then ``--rounds`` rounds of a
 pass-through run (the same threads and queues, no pipeline work) and the pipeline's file-to-file run with each of
 ``--waits`` (how the threads that need the GPU's results wait: ``spin``, CUDA's default, or ``block``, asleep on
 the event, a video's default since session 15; chosen as $FFEXPORT_CUDA_WAIT would, see
@@ -17,12 +19,11 @@ encoder's queue.  One JSON file (``file_to_file.json``), written after each run.
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from ffexport.bench.e2e import frame_set, passthrough_run, write_video
+from ffexport.bench.e2e import frame_set, passthrough_run, warm_video, write_video
 from ffexport.pipeline import device as pipeline_device
 from ffexport.pipeline.pipeline import Pipeline
 from ffexport.pipeline.settings import load_pipeline_settings
@@ -52,16 +53,13 @@ KEEP = ("throughput_fps", "seconds", "cpu_cores", "results_waited_s", "encoder",
 settings = load_pipeline_settings(None).override(backend="compile", precision="fp16", device="cuda", enhance=False)
 with Pipeline.from_settings(settings, out=a.arts, build_missing=False, batch=a.batch, timing=False) as pipe, \
         tempfile.TemporaryDirectory(prefix="ffexport-f2f-") as tmp:
-    frames, source = frame_set({"calib": None, "faces": 1, "frames": 64, "hw": (1080, 1920)})
-    pipe.set_source(source)
-    t0 = time.perf_counter()
-    warm = write_video(frames, Path(tmp) / "warm.mp4")
-    pipe.process_video(warm, Path(tmp) / "warm-out.mp4", progress=False)  # compiles and captures for these shapes
-    res["warm_s"] = round(time.perf_counter() - t0, 1)
     for n in (int(v) for v in a.frames.split(",")):
-        frames, _ = frame_set({"calib": None, "faces": 1, "frames": n, "hw": (1080, 1920)})
+        frames, source = frame_set({"calib": None, "faces": 1, "frames": n, "hw": (1080, 1920)})
         clip = write_video(frames, Path(tmp) / f"clip-{n}.mp4")
         del frames
+        if "warm" not in res:  # the benchmark's video row's untimed first video, on the first clip's first frames
+            pipe.set_source(source)
+            res["warm"] = warm_video(pipe, clip, tmp)
         entry = {"frames": n, "ceiling": codec_ceiling(clip), "runs": []}
         res["clips"].append(entry)
         top = entry["ceiling"]["encode_only_fps"]

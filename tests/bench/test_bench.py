@@ -191,6 +191,8 @@ def test_pipeline_bench_beside_the_naive_baseline(bench_dir, host):
     if available("av"):  # decode+encode needs PyAV (ffexport[video]); without it the row has no video part
         v = ref["video"]
         assert v["status"] == "ok" and v["frames"] == 2 and v["fps"] > 0
+        # an untimed video first (the clip's first frames: here all 2 of them), as frames in memory warm up
+        assert v["warmup"]["frames"] == 2 and v["warmup"]["seconds"] > 0
         # audio in, audio copied out; the codecs alone measured in the same run, the row compared with them
         assert v["audio_codec"] == "aac" and v["audio_packets"] > 0
         assert v["encode_only_fps"] > 0 and v["decode_only_fps"] > 0 and v["passthrough_fps"] > 0
