@@ -19,6 +19,8 @@
 # (Session 15 ran row1024, b1 and b32 with the code of 51f3b6f, where every run's threads waited asleep; from
 # the next commit on only a video's transcode does, and FFEXPORT_CUDA_WAIT=spin|block chooses for all runs.)
 # tests: the GPU tests of the streaming executor and of the MTCNN cascade.
+# (Session 16 ran tests, row1024, row and f2f with F2F_FRAMES=1024 F2F_ROUNDS=2, the code of 6f1198f, where the
+# video row and the script warm up with ffexport.bench.e2e.warm_video.)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . benchmarks/gpu_bench_env.sh
