@@ -215,12 +215,17 @@ def _timed_stream(pipe, calls, device: str) -> tuple[list[float], float]:
     return lat, time.perf_counter() - t_all
 
 
+def _fill_calls(pipe) -> int:
+    """The calls that fill a streaming pipeline's ring and its downloads in flight: after as many, its calls
+    allocate no page-locked memory."""
+    return pipe.executor.slots + pipe.executor.depth + 1
+
+
 def _warm_up(pipe, calls, n: int, streaming: bool) -> int:
-    """``n`` untimed calls (through the streaming executor: at least enough to fill its ring and its downloads
-    in flight, so the timed calls allocate no page-locked memory); returns the calls made."""
+    """``n`` untimed calls (through the streaming executor: at least :func:`_fill_calls`); returns the calls
+    made."""
     if streaming:
-        ex = pipe.executor
-        n = max(n, ex.slots + ex.depth + 1)
+        n = max(n, _fill_calls(pipe))
         for _ in pipe.process_batches(calls[i % len(calls)] for i in range(n)):
             pass
         return n
@@ -390,7 +395,7 @@ def warm_video(pipe, src: str | Path, tmp: str | Path) -> dict:
     t0 = time.perf_counter()
     n = WARM_VIDEO_FRAMES
     if pipe.streaming:
-        n = max(n, (pipe.executor.slots + pipe.executor.depth + 1) * pipe.batch)
+        n = max(n, _fill_calls(pipe) * pipe.batch)
     clip = write_video(first_frames(src, n), Path(tmp) / "warm.mp4")
     stats = pipe.process_video(clip, Path(tmp) / "warm-out.mp4", progress=False)
     return {"frames": stats["frames"], "seconds": round(time.perf_counter() - t0, 3)}
