@@ -131,3 +131,38 @@ def test_precision_loss_found_by_parity(tmp_path):
     kept = {k["op"] for k in rec["kept_fp32"] if k["reason"] == "parity"}
     assert "Add" in kept, rec["kept_fp32"]
     assert rec["kept_fp32_counts"].get("overflow") is None
+
+
+def test_fp16_keeps_the_output_contract_and_no_idle_casts(tmp_path, exported_small, capsys):
+    """MTCNN's R-Net ends in a Softmax kept in FP32 and reads a shape mid-graph: the converter casts the Softmax's
+    float32 result back to float16 as the output, and casts a tensor only a Shape node reads.  The FP16 artifact's
+    outputs are float32 like its parent's (onnxruntime returns float32), no Cast is read only by Shape nodes, and
+    the record counts what was undone."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    _, path = exported_small("mtcnn_rnet")
+    shutil.copytree(path.parent, tmp_path / path.parent.name)
+    code = main(["fp16", "--module", "mtcnn_rnet", "--out", str(tmp_path), "--parity-samples", "2"])
+    assert code == 0, capsys.readouterr().err
+    folder = tmp_path / path.parent.name
+    parent = onnx.load(str(folder / "fp32.sim.onnx"))
+    m = onnx.load(str(folder / "fp16.onnx"))
+    want = {o.name: o.type.tensor_type.elem_type for o in parent.graph.output}
+    assert {o.name: o.type.tensor_type.elem_type for o in m.graph.output} == want
+    assert set(want.values()) == {onnx.TensorProto.FLOAT}
+    readers = {}
+    for n in m.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n.op_type)
+    idle = [n.name for n in m.graph.node if n.op_type == "Cast" and set(readers.get(n.output[0], [])) == {"Shape"}]
+    assert idle == []
+    rec = _record(folder)
+    assert rec["casts_undone"]["shape_casts"] >= 1 and rec["casts_undone"]["output_casts"] == 1
+    assert rec["parity"]["passed"]
+    x = np.random.default_rng(0).random((3, 3, 24, 24), dtype=np.float32)
+    got = ort.InferenceSession(str(folder / "fp16.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    ref = ort.InferenceSession(str(folder / "fp32.sim.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    for g, r in zip(got, ref):
+        assert g.dtype == np.float32 and np.abs(g - r).max() < 5e-3

@@ -25,6 +25,11 @@ and the FP16 nodes between them; a spec that leaves InstanceNormalization off it
 (onnxruntime's CUDA kernel keeps the statistics in FP32), with no Cast at all.  Nodes named in
 ``keep_nodes`` keep their pattern unfused.
 
+After each conversion two kinds of Cast the converter writes are undone (``casts_undone`` in the record): a Cast
+read only by Shape nodes (a shape is the same in either precision) and, with ``keep_io_types``, a Cast that turns a
+float32 output of the IO contract into float16 where a kept node ends the graph (MTCNN's Softmax): each was a
+kernel per call on a net whose calls are mostly launch cost, and the second broke the contract.
+
 Converter choice: onnxconverter-common's ``convert_float_to_float16`` (Olive and
 onnxruntime's own ``transformers.float16`` derive from it).  onnxruntime's copy was
 tried too: on this project's graphs it writes duplicate Cast node names for
@@ -112,8 +117,69 @@ def _convert(model, keep_io_types: bool, block_ops: Sequence[str], block_nodes: 
         m16 = occ.convert_float_to_float16(m, keep_io_types=keep_io_types, op_block_list=list(block_ops),
                                            node_block_list=sorted(block_nodes), max_finite_val=graph.FP16_MAX)
     m16.graph.ClearField("value_info")  # the converter leaves stale float32 entries; onnxruntime re-infers
+    tidied = _tidy_casts(m16, model, keep_io_types)
     graph.copy_metadata(model, m16)
-    return m16, _summarise([str(w.message) for w in caught])
+    return m16, _summarise([str(w.message) for w in caught]), tidied
+
+
+def _tidy_casts(m16, parent, keep_io_types: bool) -> dict:
+    """Undo two things the converter writes that cost a kernel and change nothing the graph computes (in place):
+
+    * a Cast read only by Shape nodes (the converter casts the input of a node it keeps in FP32, and Shape is kept:
+      it computes a shape, not a value): the Shape nodes read the uncast tensor, whose shape is the same;
+    * with ``keep_io_types``, a graph output that the parent declares float32 but the converter made float16 (it
+      happens where a kept node, e.g. a Softmax on the block list, ends the graph: the converter casts its float32
+      result back to float16): the output is the kept node's float32 result again, as the IO contract says, and
+      the Cast goes; where the tensor before that Cast is float16, the Cast turns to float32 instead.
+
+    Returns how many of each were undone."""
+    onnx = require("onnx")
+    FLOAT, FLOAT16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    g = m16.graph
+    outputs = {o.name for o in g.output}
+    consumers = collections.defaultdict(list)
+    for n in g.node:
+        for i in n.input:
+            consumers[i].append(n)
+    drop = []
+    for n in g.node:
+        users = consumers.get(n.output[0], []) if n.op_type == "Cast" else []
+        if users and n.output[0] not in outputs and all(u.op_type == "Shape" for u in users):
+            for u in users:
+                u.input[0] = n.input[0]
+            drop.append(n)
+    shape_casts = len(drop)
+    output_casts = 0
+    if keep_io_types:
+        declared = {o.name: o.type.tensor_type.elem_type for o in parent.graph.output}
+        wrong = [o for o in g.output if declared.get(o.name) == FLOAT and o.type.tensor_type.elem_type == FLOAT16]
+        if wrong:
+            producer = {t: n for n in g.node for t in n.output}
+            inferred = onnx.shape_inference.infer_shapes(m16)
+            dtype = {v.name: v.type.tensor_type.elem_type for v in (*inferred.graph.value_info, *inferred.graph.input)}
+            dtype.update({i.name: i.data_type for i in g.initializer})
+            for o in wrong:
+                cast = producer.get(o.name)
+                if cast is None or cast.op_type != "Cast" or cast in drop:
+                    continue  # not the converter's pattern: the contract check downstream reports it
+                src = cast.input[0]
+                if dtype.get(src) == FLOAT and src not in outputs and src in producer:
+                    for n in g.node:  # the float32 tensor takes the output's name everywhere it is read
+                        for k, i in enumerate(n.input):
+                            if i == src:
+                                n.input[k] = o.name
+                    p = producer[src]
+                    p.output[list(p.output).index(src)] = o.name
+                    drop.append(cast)
+                else:
+                    for a in cast.attribute:
+                        if a.name == "to":
+                            a.i = FLOAT
+                o.type.tensor_type.elem_type = FLOAT
+                output_casts += 1
+    for n in drop:
+        g.node.remove(n)
+    return {"shape_casts": shape_casts, "output_casts": output_casts}
 
 
 def _summarise(messages: list[str]) -> list[str]:
@@ -203,7 +269,7 @@ def fp16(src: str | Path, dst: str | Path, judge, *, keep_io_types: bool = True,
     emu_path = Path(work.name) / "emulated.onnx"
     with work, atomic_path(dst) as tmp:
         for rnd in range(MAX_ROUNDS + 1):
-            m16, notes = _convert_valid(model, keep_io_types, spec_ops + lib_ops, kept, say)
+            m16, notes, tidied = _convert_valid(model, keep_io_types, spec_ops + lib_ops, kept, say)
             lost = graph.dynamic_axes_lost(model, m16, judge.spec)
             if lost:
                 raise ModelLoadError(f"FP16 conversion of {src.name} fixed the dynamic axes {', '.join(lost)}")
@@ -240,6 +306,9 @@ def fp16(src: str | Path, dst: str | Path, judge, *, keep_io_types: bool = True,
         "kept_fp32_counts": dict(counts),
         "kept_fp32": sorted(kept.values(), key=lambda k: (_REASON_ORDER.get(k["reason"], 9), k["node"])),
         "converter_notes": notes[:10],
+        "casts_undone": dict(tidied, rule="Casts the converter wrote that change nothing computed: read only by "
+                                           "Shape nodes, or turning a float32 output of the IO contract into "
+                                           "float16 (ffexport.passes.fp16._tidy_casts)"),
         "fused": _fused_record(fused, kept),
         "rounds": rounds,
         "parity": parity,
@@ -272,10 +341,10 @@ def _convert_valid(model, keep_io_types, block_ops, kept: dict, say):
 
     by_name = {n.name: n for n in model.graph.node}
     for _ in range(_CONVERTER_RETRIES):
-        m16, notes = _convert(model, keep_io_types, block_ops, set(kept))
+        m16, notes, tidied = _convert(model, keep_io_types, block_ops, set(kept))
         try:
             graph.session_from_proto(m16, ort_session)
-            return m16, notes
+            return m16, notes, tidied
         except ModelLoadError as exc:
             names = [g for m in _NODE_IN_ERROR.finditer(str(exc)) for g in m.groups() if g]
             culprit = next((by_name[n] for n in names if n in by_name and n not in kept), None)
