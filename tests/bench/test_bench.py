@@ -102,6 +102,13 @@ def test_results_json_schema(module_run, host):
     ort = _row(res, kind="module", backend="ort", precision="fp32")
     assert ort["artifact"]["path"].endswith("fp32.sim.onnx")
     assert ort["providers"][0] == ("CUDAExecutionProvider" if host["gpu"] else "CPUExecutionProvider")
+    if host["gpu"]:  # timed with onnxruntime's CUDA graph (the pipeline's way for fixed shapes), the plain run beside
+        assert ort["cuda_graph"].startswith("on: 1 input shapes"), ort["cuda_graph"]
+        plain = ort["plain"]["latency_ms"]
+        assert plain["n"] == 3 and 0 < plain["p50"] and ort["plain"]["fps"] > 0
+        assert "| ort (cuda, CUDA graph; plain p50 " in (out / "results.md").read_text()
+    else:  # no graph on the CPU: one timing, no plain figure beside it
+        assert "plain" not in ort and "cuda_graph" not in ort
     assert sorted(res["files"]) == sorted(str(out / f) for f in ("results.json", "results.md", "latency_b1.png"))
 
 

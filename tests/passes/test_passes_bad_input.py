@@ -159,7 +159,7 @@ def test_failed_gate_keeps_previous_artifact(arts, tmp_path, capsys, monkeypatch
     assert code == 1
     line = one_line_error(capsys)
     assert "FP16 of fp32.sim.onnx still fails ssim >= 1.5" in line and "fp16.onnx left as it was" in line
-    assert "after 2 rounds" in line
+    assert "after 1 round with" in line  # the blender keeps all of its nodes in FP32: no node left to rank
     assert sha(folder / "fp16.onnx") == good
     assert json.loads((folder / "manifest.json").read_text())["artifacts"]["fp16.onnx"] == record
     no_partials(arts)

@@ -63,13 +63,27 @@ def test_fp16_without_io_types(arts, capsys):
 
 
 def test_block_list_nodes_are_listed(arts, capsys):
-    """The blender's GridSample is on its block list: it stays FP32 and the manifest says why."""
+    """The blender's arithmetic is on its block list (pixel coordinates, a blend of float32 frames): every node
+    stays FP32, the manifest says why with the spec's reason, and the converter's casts between kept nodes are
+    undone, so the FP16 artifact computes what its parent computes, with the parent's Casts only."""
+    import collections
+
+    import onnx
+
+    from ffexport import specs
+
     code = main(["fp16", "--module", "blender", "--out", str(arts), "--parity-samples", "2"])
     assert code == 0, capsys.readouterr().err
     rec = _record(arts / "blender")
     kept = {k["op"]: k for k in rec["kept_fp32"]}
-    assert kept["GridSample"]["reason"] == "block list" and "fragile" in kept["GridSample"]["detail"]
-    assert rec["kept_fp32_counts"]["block list"] >= 1 and rec["parity"]["passed"]
+    reason = specs.get("blender").fp16_block_reason
+    assert kept["GridSample"]["reason"] == "block list" and reason in kept["GridSample"]["detail"]
+    assert rec["kept_fp32_counts"]["block list"] >= 1 and rec["parity"]["passed"] and rec["fp16_nodes"] == 0
+    assert rec["casts_undone"]["round_trips"] > 0
+    casts = [collections.Counter(n.op_type for n in onnx.load(str(arts / "blender" / f)).graph.node)["Cast"]
+             for f in ("fp32.sim.onnx", "fp16.onnx")]
+    assert casts[0] == casts[1]
+    assert rec["parity"]["vs_parent"]["metrics"]["max_abs"]["output"] == 0.0
 
 
 def test_overflow_nodes_kept_fp32(tmp_path, capsys):
@@ -162,7 +176,7 @@ def test_fp16_keeps_the_output_contract_and_no_idle_casts(tmp_path, exported_sma
     assert rec["casts_undone"]["shape_casts"] >= 1 and rec["casts_undone"]["output_casts"] == 1
     assert rec["parity"]["passed"]
     x = np.random.default_rng(0).random((3, 3, 24, 24), dtype=np.float32)
-    got = ort.InferenceSession(str(folder / "fp16.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})
-    ref = ort.InferenceSession(str(folder / "fp32.sim.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    got, ref = (ort.InferenceSession(str(folder / f), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+                for f in ("fp16.onnx", "fp32.sim.onnx"))
     for g, r in zip(got, ref):
         assert g.dtype == np.float32 and np.abs(g - r).max() < 5e-3

@@ -216,6 +216,9 @@ def module_rows(res: dict) -> list[list[str]]:
             out.append(head + [NA, NA, NA, NA, _why(r)])
             continue
         lat, mem = r["latency_ms"], r.get("memory") or {}
+        if str(r.get("cuda_graph", "")).startswith("on"):  # timed with onnxruntime's CUDA graph, plain beside it
+            plain = ((r.get("plain") or {}).get("latency_ms") or {}).get("p50")
+            head[1] = f"{r['backend']} ({r['device']}, CUDA graph; plain p50 {_ms(plain)} ms)"
         vram = _mb(mem.get("vram_mb"))
         if mixed and mem.get("vram_source"):
             vram += f" ({mem['vram_source']})"

@@ -9,7 +9,9 @@ pool asking it to stop) ends it through its clean-ups, like Ctrl-C.
 
 Kinds of work: ``env`` (what this machine has), ``prepare`` (inputs, references
 and artifacts of a module: :mod:`ffexport.bench.prepare`), ``module`` (time one
-module on one backend/precision/batch: :func:`measure_module`), ``pipeline`` and
+module on one backend/precision/batch: :func:`measure_module`; an onnxruntime row on CUDA is timed with
+onnxruntime's CUDA graph when it takes one, as the pipeline's fixed-shape stages run, and keeps its plain run
+under ``plain``), ``pipeline`` and
 ``naive`` (end to end: :mod:`ffexport.bench.e2e`).
 """
 
@@ -58,7 +60,8 @@ def open_module_runner(cfg: dict, spec):
                            **kw)
     if backend == "ort":
         return open_runner("ort", spec=spec, path=cfg["artifact"], device=device,
-                           **({"threads": int(cfg["threads"])} if cfg.get("threads") else {}))
+                           **({"threads": int(cfg["threads"])} if cfg.get("threads") else {}),
+                           **({"cuda_graph": True} if cfg.get("cuda_graph") else {}))
     return open_runner("trt", spec=spec, path=cfg["artifact"], device=device)
 
 
@@ -101,7 +104,6 @@ def measure_module(cfg: dict) -> dict:
     from ..config import resolve_spec
     from ..export.parity import check_parity
     from .prepare import set_tf32
-    from .timing import Timer
 
     set_tf32(cfg.get("tf32", False))
     if cfg.get("threads") and not device.startswith("cuda"):
@@ -117,14 +119,26 @@ def measure_module(cfg: dict) -> dict:
     runner.activate()
     load_s = time.perf_counter() - t0
     try:
-        k = len(feeds)
-        timing = Timer(device).run(lambda i: runner.infer(feeds[i % k]), iters=int(cfg["iters"]),
-                                   warmup=int(cfg["warmup"]), max_seconds=cfg.get("max_time"))
-        memory = probe.read(runner)
-        outs = [{n: v.detach().float().cpu() for n, v in runner.infer(f).items()} for f in feeds]
-        facts = _runner_facts(runner)
+        timing, memory, outs, facts = _time_runner(cfg, runner, feeds, probe)
     finally:
         runner.deactivate()
+    plain = None
+    if cfg["backend"] == "ort" and device.startswith("cuda"):
+        # onnxruntime's stages run with its CUDA graph where the shapes are fixed (pipeline.stages), and a module
+        # row's shapes are: the row is timed that way when onnxruntime takes a graph, the plain run kept beside it
+        graphed = open_module_runner(dict(cfg, cuda_graph=True), spec)
+        probe.reset_peaks()
+        graphed.activate()
+        try:
+            g_timing, g_memory, g_outs, g_facts = _time_runner(cfg, graphed, feeds, probe)
+            state = graphed.describe().get("cuda_graph") or "off"
+        finally:
+            graphed.deactivate()
+        facts["cuda_graph"] = state
+        if state.startswith("on"):
+            summary = timing.summary(int(cfg["batch"]))
+            plain = {"latency_ms": summary["latency_ms"], "fps": summary["fps"], "iters": summary["iters"]}
+            timing, memory, outs, facts = g_timing, g_memory, g_outs, dict(g_facts, cuda_graph=state)
     ref = torch.load(cfg["reference"], weights_only=True)
     trained = bool(spec.pretrained)
     label = f"{cfg['backend']} {cfg['precision']} on {device}"
@@ -138,7 +152,21 @@ def measure_module(cfg: dict) -> dict:
                   "gated_on": parity["gated_on"], "gates": parity["gates"], "note": parity["note"],
                   "max_abs": parity["metrics"]["max_abs"], "rel_err": parity["metrics"]["rel_err"]},
               **facts}
+    if plain is not None:
+        result["plain"] = plain  # the same runner without the graph (what a caller of OrtRunner() gets)
     return result
+
+
+def _time_runner(cfg: dict, runner, feeds: list[dict], probe):
+    """Time an activated runner over ``feeds``; its timing, memory, outputs on the CPU and facts."""
+    from .timing import Timer
+
+    k = len(feeds)
+    timing = Timer(cfg["device"]).run(lambda i: runner.infer(feeds[i % k]), iters=int(cfg["iters"]),
+                                      warmup=int(cfg["warmup"]), max_seconds=cfg.get("max_time"))
+    memory = probe.read(runner)
+    outs = [{n: v.detach().float().cpu() for n, v in runner.infer(f).items()} for f in feeds]
+    return timing, memory, outs, _runner_facts(runner)
 
 
 def collect_env(cfg: dict) -> dict:

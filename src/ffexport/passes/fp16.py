@@ -3,7 +3,8 @@
 Which nodes stay FP32, and why (each is listed in the manifest):
 
 * ``block list``: ops the spec marks fragile (``spec.fp16_block_ops``: InstanceNorm,
-  Resize, reductions, Softmax, Pow/Exp/Sqrt ...), plus onnxconverter-common's own
+  Resize, reductions, Softmax, Pow/Exp/Sqrt ...; the spec says why, ``fp16_block_reason``: the blender keeps all
+  of its arithmetic, pixel coordinates and a blend of float32 frames), plus onnxconverter-common's own
   default block list (ops onnxruntime has no FP16 kernel for);
 * ``not float math``: nodes outside the set of float ops the converter handles
   safely, or that compute shapes, indices or types (Shape, Range, Cast, Where ...);
@@ -25,10 +26,12 @@ and the FP16 nodes between them; a spec that leaves InstanceNormalization off it
 (onnxruntime's CUDA kernel keeps the statistics in FP32), with no Cast at all.  Nodes named in
 ``keep_nodes`` keep their pattern unfused.
 
-After each conversion two kinds of Cast the converter writes are undone (``casts_undone`` in the record): a Cast
-read only by Shape nodes (a shape is the same in either precision) and, with ``keep_io_types``, a Cast that turns a
-float32 output of the IO contract into float16 where a kept node ends the graph (MTCNN's Softmax): each was a
-kernel per call on a net whose calls are mostly launch cost, and the second broke the contract.
+After each conversion three kinds of Cast the converter writes are undone (``casts_undone`` in the record): a Cast
+read only by Shape nodes (a shape is the same in either precision); a float32 -> float16 -> float32 round trip
+between two nodes kept in FP32 (a rounding the FP16 emulation that gates the artifact does not assume, and two
+kernels); and, with ``keep_io_types``, a Cast that turns a float32 output of the IO contract into float16 where a
+kept node ends the graph (MTCNN's Softmax), which broke the contract.  On small nets, whose calls are mostly launch
+cost, each Cast was a kernel per call.
 
 Converter choice: onnxconverter-common's ``convert_float_to_float16`` (Olive and
 onnxruntime's own ``transformers.float16`` derive from it).  onnxruntime's copy was
@@ -127,6 +130,9 @@ def _tidy_casts(m16, parent, keep_io_types: bool) -> dict:
 
     * a Cast read only by Shape nodes (the converter casts the input of a node it keeps in FP32, and Shape is kept:
       it computes a shape, not a value): the Shape nodes read the uncast tensor, whose shape is the same;
+    * a float32 -> float16 -> float32 round trip (the converter treats a tensor between two nodes it keeps in FP32
+      as float16 and casts it down and up again): the second node reads the float32 tensor, as the FP16
+      emulation that gates the artifact assumes; the one change to what is computed is a rounding less;
     * with ``keep_io_types``, a graph output that the parent declares float32 but the converter made float16 (it
       happens where a kept node, e.g. a Softmax on the block list, ends the graph: the converter casts its float32
       result back to float16): the output is the kept node's float32 result again, as the IO contract says, and
@@ -149,15 +155,39 @@ def _tidy_casts(m16, parent, keep_io_types: bool) -> dict:
                 u.input[0] = n.input[0]
             drop.append(n)
     shape_casts = len(drop)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(m16)
+    except Exception:  # noqa: BLE001 - e.g. a proto over 2 GB: without types, only the rules that need none apply
+        inferred = m16
+    dtype = {v.name: v.type.tensor_type.elem_type for v in (*inferred.graph.value_info, *inferred.graph.input)}
+    dtype.update({i.name: i.data_type for i in g.initializer})
+    for n in g.node:  # Constant outputs: their value's type
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value":
+                    dtype[n.output[0]] = a.t.data_type
+    round_trips = 0
+    for n in g.node:  # float32 -> float16 -> float32 between two nodes kept in FP32: the kept node reads the float32
+        if n.op_type != "Cast" or _cast_to(n) != FLOAT16 or dtype.get(n.input[0]) != FLOAT:
+            continue
+        back = [u for u in consumers.get(n.output[0], []) if u.op_type == "Cast" and _cast_to(u) == FLOAT
+                and u.output[0] not in outputs and u not in drop]
+        for u in back:
+            for r in consumers.get(u.output[0], []):
+                for k, i in enumerate(r.input):
+                    if i == u.output[0]:
+                        r.input[k] = n.input[0]
+                        consumers[n.input[0]].append(r)
+            drop.append(u)
+            round_trips += 1
+        if back and n.output[0] not in outputs and all(u in drop for u in consumers.get(n.output[0], [])):
+            drop.append(n)
     output_casts = 0
     if keep_io_types:
         declared = {o.name: o.type.tensor_type.elem_type for o in parent.graph.output}
         wrong = [o for o in g.output if declared.get(o.name) == FLOAT and o.type.tensor_type.elem_type == FLOAT16]
         if wrong:
             producer = {t: n for n in g.node for t in n.output}
-            inferred = onnx.shape_inference.infer_shapes(m16)
-            dtype = {v.name: v.type.tensor_type.elem_type for v in (*inferred.graph.value_info, *inferred.graph.input)}
-            dtype.update({i.name: i.data_type for i in g.initializer})
             for o in wrong:
                 cast = producer.get(o.name)
                 if cast is None or cast.op_type != "Cast" or cast in drop:
@@ -179,7 +209,11 @@ def _tidy_casts(m16, parent, keep_io_types: bool) -> dict:
                 output_casts += 1
     for n in drop:
         g.node.remove(n)
-    return {"shape_casts": shape_casts, "output_casts": output_casts}
+    return {"shape_casts": shape_casts, "round_trips": round_trips, "output_casts": output_casts}
+
+
+def _cast_to(node) -> int | None:
+    return next((a.i for a in node.attribute if a.name == "to"), None)
 
 
 def _summarise(messages: list[str]) -> list[str]:
@@ -244,7 +278,8 @@ def fp16(src: str | Path, dst: str | Path, judge, *, keep_io_types: bool = True,
         if n.name in keep_nodes:
             keep(n, "requested", "listed in configs/ (fp16.keep_fp32)")
         elif n.op_type in spec_ops:
-            keep(n, "block list", f"{n.op_type} is numerically fragile in FP16 (spec fp16_block_ops)")
+            why = judge.spec.fp16_block_reason if n.op_type in judge.spec.fp16_block_ops else "listed in fp16.block_ops"
+            keep(n, "block list", f"{n.op_type}: {why} (spec fp16_block_ops)")
         elif n.op_type in lib_ops:
             keep(n, "block list", f"{n.op_type}: no FP16 kernel in onnxruntime (onnxconverter-common's block list)")
         elif not _float_math(n, stats, init_dtype):
@@ -306,9 +341,10 @@ def fp16(src: str | Path, dst: str | Path, judge, *, keep_io_types: bool = True,
         "kept_fp32_counts": dict(counts),
         "kept_fp32": sorted(kept.values(), key=lambda k: (_REASON_ORDER.get(k["reason"], 9), k["node"])),
         "converter_notes": notes[:10],
-        "casts_undone": dict(tidied, rule="Casts the converter wrote that change nothing computed: read only by "
-                                           "Shape nodes, or turning a float32 output of the IO contract into "
-                                           "float16 (ffexport.passes.fp16._tidy_casts)"),
+        "casts_undone": dict(tidied, rule="Casts the converter wrote around nodes kept in FP32: read only by Shape "
+                                           "nodes, float32 -> float16 -> float32 round trips between two kept "
+                                           "nodes, and a float32 output of the IO contract turned float16 "
+                                           "(ffexport.passes.fp16._tidy_casts)"),
         "fused": _fused_record(fused, kept),
         "rounds": rounds,
         "parity": parity,
@@ -384,8 +420,8 @@ def _fail(judge, parity, src, dst, n_kept, rounds):
     which = parity["vs_parent"] if not parity["vs_parent"]["passed"] else parity["vs_torch"]
     bad = next(g for g in which["gates"] if not g["passed"])
     raise ParityError(f"FP16 of {src.name} still fails {bad['metric']} {bad['op']} {bad['threshold']:g} on "
-                      f"'{bad['output']}' ({bad['value']:.4g}) after {len(rounds)} rounds with {n_kept} nodes in "
-                      f"FP32; {dst.name} left as it was")
+                      f"'{bad['output']}' ({bad['value']:.4g}) after {len(rounds)} round{'s' * (len(rounds) != 1)} "
+                      f"with {n_kept} nodes in FP32; {dst.name} left as it was")
 
 
 def _name_nodes(model):

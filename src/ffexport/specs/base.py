@@ -128,6 +128,8 @@ class ModuleSpec:
     opset: int = 17
     batch_profile: tuple[int, int, int] = (1, 1, 8)  # min, opt, max for the dynamic batch axis
     fp16_block_ops: tuple[str, ...] = ()
+    # why the ops of fp16_block_ops stay FP32, as the FP16 record says it for each kept node (default: fragile)
+    fp16_block_reason: str = "numerically fragile in FP16"
     in_default_pipeline: bool = True
     pretrained: bool = False  # True when the default weights are trained (shipped by a package), not seeded
     notes: str = ""

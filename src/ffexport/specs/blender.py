@@ -35,6 +35,14 @@ BLENDER = register(ModuleSpec(
     },
     fallback_gates=RAW_FALLBACK,
     batch_profile=(1, 1, 8),
-    fp16_block_ops=("GridSample",),
+    # all of its arithmetic: frame coordinates (FP16 steps 1 px from 1024 px on, 2 px from 2048) and a blend that
+    # reads and writes float32 frames (the IO contract), where FP16 costs a Cast each way and saves nothing.
+    # Measured on an H200 (onnxruntime-CUDA, benchmarks/NOTES.md, issue #12 session 17): with the geometry in FP16
+    # the artifact had 30 Casts, ran 0.05 ms slower at batch 1 and 8, and kept 47-51 dB PSNR against 155 dB
+    fp16_block_ops=("GridSample", "Add", "Sub", "Mul", "Div", "Neg", "Min", "Max", "Clip", "Gather", "Unsqueeze",
+                    "Concat", "Reshape", "Expand", "Where"),
+    fp16_block_reason="the blender's arithmetic is pixel coordinates and a blend of float32 frames: FP16 loses "
+                      "sub-pixel accuracy in 1080p coordinates and adds a Cast around each input and output, so "
+                      "the blender keeps FP32 in an FP16 build",
     notes="no weights: its checkpoint is empty; mask defaults follow the common tools (blur 0.3, no padding)",
 ), default=True)
