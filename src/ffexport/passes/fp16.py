@@ -126,7 +126,7 @@ def _convert(model, keep_io_types: bool, block_ops: Sequence[str], block_nodes: 
 
 
 def _tidy_casts(m16, parent, keep_io_types: bool) -> dict:
-    """Undo two things the converter writes that cost a kernel and change nothing the graph computes (in place):
+    """Undo three kinds of Cast the converter writes around nodes it keeps in FP32 (in place):
 
     * a Cast read only by Shape nodes (the converter casts the input of a node it keeps in FP32, and Shape is kept:
       it computes a shape, not a value): the Shape nodes read the uncast tensor, whose shape is the same;
@@ -155,11 +155,8 @@ def _tidy_casts(m16, parent, keep_io_types: bool) -> dict:
                 u.input[0] = n.input[0]
             drop.append(n)
     shape_casts = len(drop)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(m16)
-    except Exception:  # noqa: BLE001 - e.g. a proto over 2 GB: without types, only the rules that need none apply
-        inferred = m16
-    dtype = {v.name: v.type.tensor_type.elem_type for v in (*inferred.graph.value_info, *inferred.graph.input)}
+    # without types (shape inference cannot run: a proto over 2 GB), only the rule that needs none applies
+    dtype = {name: t for name, (t, _dims) in graph.tensor_types(m16).items()}
     dtype.update({i.name: i.data_type for i in g.initializer})
     for n in g.node:  # Constant outputs: their value's type
         if n.op_type == "Constant":
@@ -173,11 +170,7 @@ def _tidy_casts(m16, parent, keep_io_types: bool) -> dict:
         back = [u for u in consumers.get(n.output[0], []) if u.op_type == "Cast" and _cast_to(u) == FLOAT
                 and u.output[0] not in outputs and u not in drop]
         for u in back:
-            for r in consumers.get(u.output[0], []):
-                for k, i in enumerate(r.input):
-                    if i == u.output[0]:
-                        r.input[k] = n.input[0]
-                        consumers[n.input[0]].append(r)
+            consumers[n.input[0]].extend(_rename_reads(consumers.get(u.output[0], []), u.output[0], n.input[0]))
             drop.append(u)
             round_trips += 1
         if back and n.output[0] not in outputs and all(u in drop for u in consumers.get(n.output[0], [])):
@@ -194,10 +187,7 @@ def _tidy_casts(m16, parent, keep_io_types: bool) -> dict:
                     continue  # not the converter's pattern: the contract check downstream reports it
                 src = cast.input[0]
                 if dtype.get(src) == FLOAT and src not in outputs and src in producer:
-                    for n in g.node:  # the float32 tensor takes the output's name everywhere it is read
-                        for k, i in enumerate(n.input):
-                            if i == src:
-                                n.input[k] = o.name
+                    _rename_reads(g.node, src, o.name)  # the float32 tensor takes the output's name
                     p = producer[src]
                     p.output[list(p.output).index(src)] = o.name
                     drop.append(cast)
@@ -214,6 +204,18 @@ def _tidy_casts(m16, parent, keep_io_types: bool) -> dict:
 
 def _cast_to(node) -> int | None:
     return next((a.i for a in node.attribute if a.name == "to"), None)
+
+
+def _rename_reads(nodes, old: str, new: str) -> list:
+    """Make each of ``nodes`` that reads tensor ``old`` read ``new`` instead; the nodes changed."""
+    changed = []
+    for n in nodes:
+        for k, i in enumerate(n.input):
+            if i == old:
+                n.input[k] = new
+                if not changed or changed[-1] is not n:
+                    changed.append(n)
+    return changed
 
 
 def _summarise(messages: list[str]) -> list[str]:

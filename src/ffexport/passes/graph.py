@@ -192,7 +192,7 @@ def _const_values(model) -> dict:
     return out
 
 
-def _tensor_types(model) -> dict[str, tuple[int, list]]:
+def tensor_types(model) -> dict[str, tuple[int, list]]:
     """name -> (elem_type, dims) of every tensor ONNX shape inference can type; {} when it cannot run (a model
     over 2 GB, an op it does not know)."""
     onnx = require("onnx")
@@ -257,7 +257,7 @@ def fuse_instance_norms(model, keep: Iterable[str] = ()) -> tuple[object, list[d
 
     g = model.graph
     consts = _const_values(model)
-    types = _tensor_types(model)
+    types = tensor_types(model)
     if not types:
         return model, []
     all_nodes = list(g.node)  # one wrapper per node, held: identities below stay valid
