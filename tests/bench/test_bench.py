@@ -161,6 +161,29 @@ def test_trt_row_runs_or_says_why_no_runtime_can(module_run, host):
     assert cells[4:8] == ["–"] * 4 and cells[8].startswith("not runnable: ") and why in cells[8]
 
 
+def test_module_rows_repeated_in_turns(bench_dir, module_run, host):
+    """``repeats=3``: every module row runs in three fresh processes, all rows once before any again; the row is
+    the process of the median p50, the three listed."""
+    out = bench_dir / "repeats"
+    res = run_bench(Settings(modules=["mtcnn_rnet"], backends="torch,ort", precisions=["fp32"], repeats=3, iters=3,
+                             warmup=1, rotate=2, calib=str(CALIB), out=str(bench_dir / "artifacts"), report=str(out)))
+    names = []
+    for backend in ("torch", "ort"):
+        r = _row(res, kind="module", backend=backend)
+        assert r["status"] == "ok", r.get("reason")
+        runs = r["repeats"]
+        assert len(runs) == 3 and len({x["pid"] for x in runs}) == 3
+        assert r["latency_ms"]["p50"] == sorted(x["p50"] for x in runs)[1]
+        assert runs[r["repeat"]]["pid"] == r["pid"] and runs[r["repeat"]]["p50"] == r["latency_ms"]["p50"]
+        assert r["parity"]["passed"]
+        names.append(f"{r['module']}-{backend}-{host['device']}-fp32-b1")
+    log = (bench_dir / "artifacts" / ".bench" / "bench.log").read_text()
+    ran = [line.split()[1][4:] for line in log.splitlines() if line.startswith("===== ") and "-mtcnn_rnet-" in line]
+    assert ran == names * 3  # in turns, not three in a row
+    md = (out / "results.md").read_text()
+    assert "median of 3 processes" in md and "each module row in 3 processes" in md
+
+
 def test_torch_int8_and_time_budget_rows(bench_dir):
     res = run_bench(Settings(modules=["encoder"], variants={"encoder": "iresnet18"}, backends="torch",
                              precisions=["int8", "fp32"], calib=str(CALIB), out=str(bench_dir / "artifacts"),
@@ -204,6 +227,16 @@ def test_pipeline_bench_beside_the_naive_baseline(bench_dir, host):
         assert v["audio_codec"] == "aac" and v["audio_packets"] > 0
         assert v["encode_only_fps"] > 0 and v["decode_only_fps"] > 0 and v["passthrough_fps"] > 0
         assert v["of_encode_only"] == pytest.approx(v["fps"] / v["encode_only_fps"], abs=1e-3)
+        # three rounds of encode-only then file to file; the row is the round of the median fraction
+        rounds = v["rounds"]
+        assert len(rounds) == 3 and all(r["encode_only_fps"] > 0 and r["fps"] > 0 for r in rounds)
+        for r in rounds:
+            assert r["of_encode_only"] == pytest.approx(r["fps"] / r["encode_only_fps"], abs=1e-3)
+        assert rounds[v["round"]]["of_encode_only"] == v["of_encode_only"]
+        assert v["of_encode_only"] == sorted(r["of_encode_only"] for r in rounds)[1]
+        assert v["encode_only_runs"] == [r["encode_only_fps"] for r in rounds]
+        assert v["of_fastest_encode_only"] == pytest.approx(v["fps"] / max(v["encode_only_runs"]), abs=1e-3)
+        assert v["encode_only_rgb_fps"] > 0  # the first round measures the RGB form too
         shown = f"{v['encode_only_fps']:.1f}" if v["encode_only_fps"] < 100 else f"{v['encode_only_fps']:.0f}"
         assert f"{v['of_encode_only']:.2f}x encode-only {shown}" in (out / "results.md").read_text()
     else:

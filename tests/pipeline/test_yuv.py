@@ -163,8 +163,11 @@ def test_the_codec_ceiling_measures_both_forms(tmp_path):
         assert c[key] > 0
     for key in ("encode_only_cpu_cores", "encode_only_rgb_cpu_cores"):  # one figure per encode run
         assert len(c[key]) == len(c["encode_only_runs"]) and all(v > 0 for v in c[key])
-    c444 = codec_ceiling(make_video(tmp_path / "f.mp4", frames=4, size=(120, 160), pix_fmt="yuv444p"))
-    assert c444["planes"] is None and c444["encode_only_fps"] == c444["encode_only_rgb_fps"]
+    once = codec_ceiling(tmp_path / "e.mp4", runs=1, rgb=False)  # the planes alone, one run (the video row's rounds)
+    assert once["encode_only_fps"] > 0 and len(once["encode_only_runs"]) == 1 and "encode_only_rgb_fps" not in once
+    c444 = codec_ceiling(make_video(tmp_path / "f.mp4", frames=4, size=(120, 160), pix_fmt="yuv444p"), rgb=False)
+    assert c444["planes"] is None and c444["encode_only_fps"] == c444["encode_only_rgb_fps"]  # RGB: the only form
+    assert c444["encode_only_runs"] == c444["encode_only_rgb_runs"]
 
 
 def test_codec_threads_options(tmp_path, pipe):

@@ -401,11 +401,23 @@ def warm_video(pipe, src: str | Path, tmp: str | Path) -> dict:
     return {"frames": stats["frames"], "seconds": round(time.perf_counter() - t0, 3)}
 
 
+VIDEO_ROUNDS = 3  # the video row's rounds of encode-only then file to file; the round of the median fraction counts
+
+
 def _video_run(pipe, cfg: dict) -> dict:
-    """The same frames from an H.264 file with audio, through decode -> pipeline -> encode (audio copied), and
-    in the same process just before it the host's codecs alone on that file (decode-only, encode-only: the
-    ceiling a file-to-file run is compared with) and a file-to-file run that does nothing to the frames (the
-    video path's own floor); first of all an untimed video through the pipeline (:func:`warm_video`)."""
+    """The same frames from an H.264 file with audio, through decode -> pipeline -> encode (audio copied), compared
+    with the host's codecs alone on that file in the same process.  First an untimed video through the pipeline
+    (:func:`warm_video`) and a file-to-file run that does nothing to the frames (the video path's own floor); then
+    ``cfg['video_rounds']`` rounds (default :data:`VIDEO_ROUNDS`), each an encode-only run of the file's frames (the
+    ceiling: :func:`~ffexport.pipeline.video.codec_ceiling`, the first round also the RGB form and decode-only)
+    followed at once by a file-to-file run.
+
+    A host's codec speed drifts between runs by as much as the pipeline costs it (benchmarks/NOTES.md, session 16:
+    two encode-only runs of one process 77 and 107 FPS), so each file-to-file run is compared with the encode-only
+    run just before it, and the row is the round whose fraction is the median (the lower one of an even count):
+    its ``fps``, ``encode_only_fps`` and ``of_encode_only`` come from that round, every round is listed under
+    ``rounds``, and ``of_fastest_encode_only`` compares its ``fps`` with the fastest encode-only run of all rounds
+    (the strictest reading)."""
     import tempfile
 
     from ..pipeline.video import codec_ceiling
@@ -413,27 +425,44 @@ def _video_run(pipe, cfg: dict) -> dict:
     src = cfg["video"]
     if not src or not Path(src).is_file():
         return {"status": "not_runnable", "reason": cfg.get("video_reason") or "no input video was made"}
+    n = max(1, int(cfg.get("video_rounds") or VIDEO_ROUNDS))
+    rounds: list[tuple[dict, dict, dict]] = []
     with tempfile.TemporaryDirectory(prefix="ffexport-bench-") as tmp:
         warm = warm_video(pipe, src, tmp)
-        ceiling = codec_ceiling(src)
         passthrough = passthrough_run(pipe, src, Path(tmp) / "passthrough.mp4")
-        stats = pipe.process_video(src, Path(tmp) / "out.mp4", progress=False)
-    fps, top = stats.get("throughput_fps"), ceiling.get("encode_only_fps")
+        first: dict = {}
+        for i in range(n):
+            ceiling = codec_ceiling(src, runs=1, rgb=i == 0)
+            first = first or ceiling
+            stats = pipe.process_video(src, Path(tmp) / "out.mp4", progress=False)
+            fps, top = stats.get("throughput_fps"), ceiling.get("encode_only_fps")
+            rounds.append(({"encode_only_fps": top, "fps": fps,
+                            "of_encode_only": round(fps / top, 3) if fps and top else None,
+                            "encoder_busy_s": (stats.get("encoder") or {}).get("busy_s"),
+                            "cpu_cores": stats.get("cpu_cores"),
+                            "encode_only_cpu_cores": (ceiling.get("encode_only_cpu_cores") or [None])[0]},
+                           stats, ceiling))
+    k = sorted(range(n), key=lambda i: rounds[i][0]["of_encode_only"] or 0.0)[(n - 1) // 2]
+    chosen, stats, _ = rounds[k]
+    fps, top = chosen["fps"], chosen["encode_only_fps"]
+    tops = [r[0]["encode_only_fps"] for r in rounds if r[0]["encode_only_fps"]]
     return {"status": "ok", "frames": stats["frames"], "seconds": stats["seconds"], "warmup": warm,
             "fps": fps, "codec": stats.get("video_codec"), "audio_codec": stats.get("audio_codec"),
             "audio_packets": stats.get("audio_packets"),
             "faces_swapped": stats.get("faces_swapped"), "executor": stats.get("executor"),
-            "batch": stats.get("batch"), "encode_only_fps": top, "decode_only_fps": ceiling.get("decode_only_fps"),
-            "preset": ceiling.get("preset"), "passthrough_fps": passthrough.get("throughput_fps"),
-            "frames_as": stats.get("frames_as"), "encode_only_rgb_fps": ceiling.get("encode_only_rgb_fps"),
+            "batch": stats.get("batch"), "encode_only_fps": top, "decode_only_fps": first.get("decode_only_fps"),
+            "preset": first.get("preset"), "passthrough_fps": passthrough.get("throughput_fps"),
+            "frames_as": stats.get("frames_as"), "encode_only_rgb_fps": first.get("encode_only_rgb_fps"),
             "codec_nice": stats.get("codec_nice"), "encoder_threads": stats.get("encoder_threads"),
-            "encode_only_runs": ceiling.get("encode_only_runs"),
-            "decode_only_rgb_fps": ceiling.get("decode_only_rgb_fps"),
+            "rounds": [r[0] for r in rounds], "round": k,
+            "encode_only_runs": tops,
+            "decode_only_rgb_fps": first.get("decode_only_rgb_fps"),
             "cpu_cores": stats.get("cpu_cores"), "results_waited_s": stats.get("results_waited_s"),
             "encoder": stats.get("encoder"), "cuda_wait": stats.get("cuda_wait"),
             "passthrough_cpu_cores": passthrough.get("cpu_cores"),
             "passthrough_encoder": passthrough.get("encoder"),
-            "encode_only_cpu_cores": ceiling.get("encode_only_cpu_cores"),
-            "of_encode_only": round(fps / top, 3) if fps and top else None,
-            "of_encode_only_rgb": (round(fps / ceiling["encode_only_rgb_fps"], 3)
-                                   if fps and ceiling.get("encode_only_rgb_fps") else None)}
+            "encode_only_cpu_cores": chosen["encode_only_cpu_cores"],
+            "of_encode_only": chosen["of_encode_only"],
+            "of_fastest_encode_only": round(fps / max(tops), 3) if fps and tops else None,
+            "of_encode_only_rgb": (round(fps / first["encode_only_rgb_fps"], 3)
+                                   if fps and first.get("encode_only_rgb_fps") else None)}

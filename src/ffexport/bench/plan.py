@@ -56,6 +56,8 @@ class Settings:
     naive: bool = True
     naive_frames: int = 8
     video: bool = True
+    video_rounds: int = 3  # the video row's rounds of encode-only then file to file (bench.e2e.VIDEO_ROUNDS)
+    repeats: int = 1  # fresh processes per module row, taken in turns; the row is the one of the median p50
     enhance: bool = True
     calib: str | None = None
     config_dir: str | None = None

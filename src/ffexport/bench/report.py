@@ -222,7 +222,11 @@ def module_rows(res: dict) -> list[list[str]]:
         vram = _mb(mem.get("vram_mb"))
         if mixed and mem.get("vram_source"):
             vram += f" ({mem['vram_source']})"
-        out.append(head + [_ms(lat["p50"]), _ms(lat["p95"]), _fps(r.get("fps")), vram,
+        p50 = _ms(lat["p50"])
+        ran = [x["p50"] for x in r.get("repeats") or [] if x.get("p50") is not None]
+        if len(ran) > 1:  # --repeats: the process of the median p50, the spread of all of them beside it
+            p50 += f" (median of {len(ran)} processes: {_ms(min(ran))}-{_ms(max(ran))})"
+        out.append(head + [p50, _ms(lat["p95"]), _fps(r.get("fps")), vram,
                            (r.get("parity") or {}).get("summary", NA)])
     return out
 
@@ -250,7 +254,9 @@ def pipeline_rows(res: dict) -> list[list[str]]:
         lat, mem, video = r["frame_latency_ms"], r.get("memory") or {}, r.get("video") or {}
         vfps = _fps(video.get("fps")) if video.get("status") == "ok" else NA
         if video.get("status") == "ok" and video.get("of_encode_only"):
-            vfps += f" ({video['of_encode_only']:.2f}x encode-only {_fps(video.get('encode_only_fps'))})"
+            n = len(video.get("rounds") or [])
+            vfps += (f" ({video['of_encode_only']:.2f}x encode-only {_fps(video.get('encode_only_fps'))}"
+                     + (f", the median of {n} rounds" if n > 1 else "") + ")")
         up = ups.get((r["backend"], r["device"], r["precision"])) if r.get("batch", 1) == 1 else None
         up_s = f"{up:.2f}x" if (up is not None and r["pipeline"] == "reference") else ("1.00x (baseline)" if
                                                                                        r["pipeline"] == "naive" else NA)
@@ -321,7 +327,10 @@ def _reading_notes(res: dict) -> list[str]:
         f"{s.get('parity_samples') or 'the passes’ default number of'} held-out faces (the parity column is "
         "this benchmark's own check, on other inputs).",
         *_ort_tf32_note(rows),
-        "* every row ran in a fresh process (its `pid` is in results.json), one at a time.", ""]
+        "* every row ran in a fresh process (its `pid` is in results.json), one at a time"
+        + (f"; each module row in {s['repeats']} processes, every row once before any again: the row shown is the "
+           "process of the median p50, `repeats` in results.json lists them all." if (s.get("repeats") or 1) > 1
+           else "."), ""]
 
 
 def _ort_tf32_note(rows) -> list[str]:
@@ -351,7 +360,9 @@ def render_markdown(res: dict) -> str:
                   "models and backend driven the way common scripts do it) on the same frames, decoded into memory "
                   f"up front: {s['frames']} timed frames for the reference, {s['naive_frames']} for the naive baseline, "
                   "one frame per call. *FPS incl. decode+encode* runs the same frames from an H.264 file through "
-                  "decode → pipeline → encode.", ""]
+                  "decode → pipeline → encode, each run right after an encode-only run of the file's frames (the "
+                  "host's encoder alone, same encoder and preset); of "
+                  f"{s.get('video_rounds') or 1} such round(s), the one of the median fraction is shown.", ""]
         lines += _table(PIPELINE_COLUMNS, pipeline_rows(res)) + [""]
         cols, rows = stage_rows(res)
         if rows:

@@ -234,57 +234,85 @@ class Sweep:
         write_video(frames, path)
         return str(path), None
 
-    def measure(self, rows: list[dict]) -> None:
-        """Each pending row in a fresh worker, one at a time, in plan order, until the time budget ends."""
+    def _config(self, row: dict, video: str | None, video_reason: str | None) -> dict | None:
+        """The worker config of a pending row, or None with the row marked ``no_artifact`` and why."""
         from .e2e import parse_resolution
 
+        base = {"device": row["device"], "backend": row["backend"], "precision": row["precision"],
+                "tf32": self.s.tf32, "threads": self.s.threads or None, "config_dir": self.s.config_dir}
+        if row["kind"] == "module":
+            prep, reason = self._prepared_for(row)
+            if reason:
+                row.update(status="no_artifact", reason=reason)
+                return None
+            info = prep.pop("artifact_info", None)
+            if info:
+                row["artifact"] = info
+            return {**base, "kind": "module", "module": row["module"], "variant": row["variant"],
+                    "batch": row["batch"], "iters": self.s.iters, "warmup": self.s.warmup,
+                    "max_time": self.s.max_time, **prep}
+        reason = self._pipeline_missing(row)
+        if reason:
+            row.update(status="no_artifact", reason=reason)
+            return None
+        return {**base, "kind": "naive" if row["pipeline"] == "naive" else "pipeline",
+                "artifacts": self.s.out, "variants": pipeline_variants(self.s), "enhance": self.s.enhance,
+                "calib": self.s.calib, "frames": self.s.frames, "hw": parse_resolution(self.s.resolution),
+                "faces": self.s.faces, "warmup": max(1, min(2, self.s.warmup)), "batch": row.get("batch", 1),
+                "stage_frames": min(self.s.frames, max(16, 2 * row.get("batch", 1))),
+                "naive_frames": self.s.naive_frames, "video": video, "video_reason": video_reason,
+                "video_rounds": self.s.video_rounds}
+
+    def _late(self) -> bool:
+        return bool(self.stop_at and time.monotonic() > self.stop_at)
+
+    def measure(self, rows: list[dict]) -> None:
+        """Each pending row in a fresh worker, one at a time, in plan order, until the time budget ends; with
+        ``repeats`` above 1, the module rows again in that order, pass after pass (:func:`merge_repeats`)."""
         todo = [r for r in rows if r["status"] == "pending"]
-        task = self.progress.add_task("measure", total=len(todo), status="") if self.progress else None
+        again = max(1, int(self.s.repeats)) - 1
+        total = len(todo) + again * sum(r["kind"] == "module" for r in todo)
+        task = self.progress.add_task("measure", total=total, status="") if self.progress else None
         video, video_reason = (None, None)
         if any(r["kind"] == "pipeline" for r in todo):
             try:
                 video, video_reason = self._video()
             except FFExportError as exc:
                 video, video_reason = None, str(exc)
+        runs: dict[int, tuple[dict, dict, list[dict]]] = {}  # module rows: (plan row, config, results)
         for i, row in enumerate(rows):
             if row["status"] != "pending":
                 continue
-            if self.stop_at and time.monotonic() > self.stop_at:
+            if self._late():
                 row.update(status="skipped", reason=f"not measured: the time budget (--deadline {self.s.deadline:.0f} s) "
                                                     "ran out; run again with --resume to measure it")
                 continue
-            base = {"device": row["device"], "backend": row["backend"], "precision": row["precision"],
-                    "tf32": self.s.tf32, "threads": self.s.threads or None, "config_dir": self.s.config_dir}
-            if row["kind"] == "module":
-                prep, reason = self._prepared_for(row)
-                if reason:
-                    row.update(status="no_artifact", reason=reason)
-                    continue
-                info = prep.pop("artifact_info", None)
-                cfg = {**base, "kind": "module", "module": row["module"], "variant": row["variant"],
-                       "batch": row["batch"], "iters": self.s.iters, "warmup": self.s.warmup,
-                       "max_time": self.s.max_time, **prep}
-                if info:
-                    row["artifact"] = info
-            else:
-                reason = self._pipeline_missing(row)
-                if reason:
-                    row.update(status="no_artifact", reason=reason)
-                    continue
-                cfg = {**base, "kind": "naive" if row["pipeline"] == "naive" else "pipeline",
-                       "artifacts": self.s.out, "variants": pipeline_variants(self.s), "enhance": self.s.enhance,
-                       "calib": self.s.calib, "frames": self.s.frames, "hw": parse_resolution(self.s.resolution),
-                       "faces": self.s.faces, "warmup": max(1, min(2, self.s.warmup)), "batch": row.get("batch", 1),
-                       "stage_frames": min(self.s.frames, max(16, 2 * row.get("batch", 1))),
-                       "naive_frames": self.s.naive_frames, "video": video, "video_reason": video_reason}
-            name = _row_name(i, row)
-            if self.progress is not None:
-                self.progress.update(task, status=name[4:])
-            row.update(self.pool.run(cfg, name, self.s.timeout, self.stop_at))
-            self.say(_row_line(row))
-            if task is not None:
-                self.progress.advance(task)
+            cfg = self._config(row, video, video_reason)
+            if cfg is None:
+                continue
+            planned = dict(row)
+            row.update(self._run(i, row, cfg, task))
+            if row["kind"] == "module" and again and row.get("status") == "ok":  # a failed row is not run again
+                runs[i] = (planned, cfg, [dict(row)])
             self.save(rows, complete=False)
+        for _ in range(again):
+            for i, (planned, cfg, results) in runs.items():
+                if self._late():
+                    return  # the rows keep the runs they have (``repeats`` lists them)
+                results.append(dict(planned, **self._run(i, planned, cfg, task)))
+                rows[i] = dict(planned, **merge_repeats(results))
+                self.save(rows, complete=False)
+
+    def _run(self, i: int, row: dict, cfg: dict, task) -> dict:
+        """One worker for row ``i``; its result (a line said)."""
+        name = _row_name(i, row)
+        if self.progress is not None:
+            self.progress.update(task, status=name[4:])
+        result = self.pool.run(cfg, name, self.s.timeout, self.stop_at)
+        self.say(_row_line({**row, **result}))
+        if task is not None:
+            self.progress.advance(task)
+        return result
 
     # -- output --------------------------------------------------------------------------------
     def results(self, rows: list[dict], complete: bool) -> dict:
@@ -320,6 +348,29 @@ class Sweep:
 def run_bench(settings: Settings, say: Say | None = None, progress=None) -> dict:
     """Run a benchmark; returns the results (also written to ``<report>/results.json`` with the reports)."""
     return Sweep(settings, say, progress).run()
+
+
+def merge_repeats(runs: list[dict]) -> dict:
+    """A module row measured in several fresh processes (``--repeats``), as one row: the run of the median p50
+    (the upper one of an even count), with ``repeats`` listing every run (p50, p95, FPS, pid; the plain p50 of a
+    row timed with onnxruntime's CUDA graph) and ``repeat``, the index of the one shown.  A run that failed
+    makes the row that failure.  One run is returned as it is."""
+    if len(runs) == 1:
+        return runs[0]
+    listed = []
+    for r in runs:
+        if r.get("status") != "ok":
+            listed.append({"status": r.get("status"), "reason": r.get("reason"), "pid": r.get("pid")})
+            continue
+        one = {"p50": r["latency_ms"]["p50"], "p95": r["latency_ms"]["p95"], "fps": r.get("fps"), "pid": r.get("pid")}
+        plain = ((r.get("plain") or {}).get("latency_ms") or {}).get("p50")
+        listed.append(one if plain is None else dict(one, plain_p50=plain))
+    bad = next((k for k, r in enumerate(runs) if r.get("status") != "ok"), None)
+    if bad is not None:
+        r = runs[bad]
+        return dict(r, reason=f"run {bad + 1} of {len(runs)}: {r.get('reason')}", repeats=listed, repeat=bad)
+    k = sorted(range(len(runs)), key=lambda i: runs[i]["latency_ms"]["p50"])[len(runs) // 2]
+    return dict(runs[k], repeats=listed, repeat=k)
 
 
 def _weight(plan: dict) -> int:

@@ -39,8 +39,14 @@ def register(app: typer.Typer) -> None:
         naive: bool = typer.Option(True, "--naive/--no-naive", help="run the naive baseline beside the pipeline"),
         naive_frames: int = typer.Option(8, "--naive-frames", help="timed frames of the (slow) naive baseline"),
         video: bool = typer.Option(True, "--video/--no-video", help="also time the pipeline with decode + encode"),
+        video_rounds: int = typer.Option(3, "--video-rounds",
+                                         help="rounds of encode-only then file to file in the video row; the round "
+                                              "of the median fraction counts"),
         enhance: bool = typer.Option(True, "--enhance/--no-enhance", help="run the enhancer in the pipeline"),
         iters: int = typer.Option(100, "--iters", help="timed calls per row (at most; see --max-time)"),
+        repeats: int = typer.Option(1, "--repeats",
+                                    help="fresh processes per module row, all rows once before any again; the row "
+                                         "is the process of the median p50, every one listed"),
         warmup: int = typer.Option(10, "--warmup", help="untimed calls before timing"),
         max_time: float = typer.Option(10.0, "--max-time", help="stop a row's timing after this many seconds (0: never)"),
         rotate: int = typer.Option(4, "--rotate", help="different real inputs the timed calls rotate over"),
@@ -83,7 +89,8 @@ def register(app: typer.Typer) -> None:
         find_config_dir(config_dir)  # a --config-dir that does not exist is one line, before any work
 
         for name, value, low in (("--frames", frames, 1), ("--faces", faces, 1), ("--iters", iters, 1),
-                                 ("--warmup", warmup, 0), ("--rotate", rotate, 1), ("--naive-frames", naive_frames, 1)):
+                                 ("--warmup", warmup, 0), ("--rotate", rotate, 1), ("--naive-frames", naive_frames, 1),
+                                 ("--repeats", repeats, 1), ("--video-rounds", video_rounds, 1)):
             if value < low:
                 raise InputSpecError(f"{name} must be at least {low}, got {value}")
         if isolation not in ISOLATION:
@@ -111,7 +118,8 @@ def register(app: typer.Typer) -> None:
             device=device, iters=iters, warmup=warmup,
             max_time=max_time or None, rotate=rotate, pipeline=pipeline,
             pipeline_batches=parse_batches(pipeline_batch, "--pipeline-batch"), resolution=resolution, frames=frames,
-            faces=faces, naive=naive, naive_frames=naive_frames, video=video, enhance=enhance,
+            faces=faces, naive=naive, naive_frames=naive_frames, video=video, video_rounds=video_rounds,
+            repeats=repeats, enhance=enhance,
             calib=str(calib) if calib else None, config_dir=str(config_dir) if config_dir else None, out=str(out), work=str(work) if work else None, report=report,
             timeout=timeout, deadline=deadline or None, resume=resume, samples=samples,
             parity_samples=parity_samples, prepare_jobs=prepare_jobs, tf32=tf32, threads=threads,

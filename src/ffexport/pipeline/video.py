@@ -483,7 +483,7 @@ def _processed(q: queue.Queue, reader, writer, src: Path, dst: Path, batch: int,
 
 
 def codec_ceiling(src: str | Path, crf: int = 18, preset: str = "veryfast", codec: str | None = None,
-                  suffix: str = ".mp4", runs: int = CEILING_RUNS) -> dict:
+                  suffix: str = ".mp4", runs: int = CEILING_RUNS, rgb: bool = True) -> dict:
     """What the host's codecs alone do on ``src``: decode it into memory (timed, decoder threads as in
     :func:`transcode`), then encode those frames with :func:`transcode`'s encoder and settings into a
     temporary file (timed: the encode-only ceiling a file-to-file run is compared with).  Keeps every frame in
@@ -495,7 +495,8 @@ def codec_ceiling(src: str | Path, crf: int = 18, preset: str = "veryfast", code
     ``encode_only_fps``, the encoder alone).  ``encode_only_fps`` is the strictest ceiling the video allows:
     the planes' when there are planes, else the RGB frames'.  Each form is encoded ``runs`` times and the
     fastest run counts (``encode_only*_runs`` lists them all: a host's codec speed varies from run to run;
-    ``encode_only*_cpu_cores``, the cores the process kept busy in each).
+    ``encode_only*_cpu_cores``, the cores the process kept busy in each).  ``rgb=False`` skips the RGB form when
+    there are planes (the ``*_rgb`` keys are then absent); without planes it is the only form and always measured.
     """
     import tempfile
 
@@ -508,7 +509,7 @@ def codec_ceiling(src: str | Path, crf: int = 18, preset: str = "veryfast", code
     res: dict = {"width": info.width, "height": info.height, "decoder": info.codec, "encoder": encoder,
                  "preset": preset if encoder == "libx264" else None, "crf": crf,
                  "planes": None if planes is None else planes.name}
-    forms = [("_rgb", None)] + ([("", planes)] if planes is not None else [])
+    forms = ([("_rgb", None)] if rgb or planes is None else []) + ([("", planes)] if planes is not None else [])
     with tempfile.TemporaryDirectory(prefix="ffexport-ceiling-") as tmp:
         for tag, form in forms:
             t0 = time.perf_counter()
@@ -537,8 +538,10 @@ def codec_ceiling(src: str | Path, crf: int = 18, preset: str = "veryfast", code
             res[f"encode_only{tag}_runs"] = speeds
             res[f"encode_only{tag}_cpu_cores"] = cores  # the process's CPU seconds a second, per run
             del frames
-    if planes is None:
-        res["decode_only_fps"], res["encode_only_fps"] = res["decode_only_rgb_fps"], res["encode_only_rgb_fps"]
+    if planes is None:  # the RGB form is the strictest there is
+        for key in ("decode_only", "encode_only"):
+            res[f"{key}_fps"] = res[f"{key}_rgb_fps"]
+        res["encode_only_runs"], res["encode_only_cpu_cores"] = res["encode_only_rgb_runs"], res["encode_only_rgb_cpu_cores"]
     return res
 
 
