@@ -89,6 +89,15 @@ class Nvml:
                     return used / MB
         return None
 
+    def sm_clock_mhz(self, handle) -> int | None:
+        """The SM clock now (MHz): a GPU that idled between processes may run a short row below its boost clock."""
+        if handle is None:
+            return None
+        try:
+            return int(self.nv.nvmlDeviceGetClockInfo(handle, self.nv.NVML_CLOCK_SM))
+        except Exception:
+            return None
+
     def driver_version(self) -> str | None:
         if not self.ok:
             return None
@@ -138,6 +147,10 @@ class MemoryProbe:
 
             torch.cuda.synchronize(self.device)
             self.context_mb, _ = self._nvml_process()
+
+    def sm_clock_mhz(self) -> int | None:
+        """The device's SM clock now, from NVML (None on the CPU or without NVML); read right after a timed loop."""
+        return self.nvml.sm_clock_mhz(self._handle) if self.nvml else None
 
     def reset_peaks(self) -> None:
         if self.cuda:

@@ -352,8 +352,8 @@ def run_bench(settings: Settings, say: Say | None = None, progress=None) -> dict
 
 def merge_repeats(runs: list[dict]) -> dict:
     """A module row measured in several fresh processes (``--repeats``), as one row: the run of the median p50
-    (the upper one of an even count), with ``repeats`` listing every run (p50, p95, FPS, pid; the plain p50 of a
-    row timed with onnxruntime's CUDA graph) and ``repeat``, the index of the one shown.  A run that failed
+    (the upper one of an even count), with ``repeats`` listing every run (p50, p95, FPS, pid, the GPU's SM clock
+    after its timed loop; the plain p50 of a row timed with onnxruntime's CUDA graph) and ``repeat``, the index of the one shown.  A run that failed
     makes the row that failure.  One run is returned as it is."""
     if len(runs) == 1:
         return runs[0]
@@ -362,7 +362,8 @@ def merge_repeats(runs: list[dict]) -> dict:
         if r.get("status") != "ok":
             listed.append({"status": r.get("status"), "reason": r.get("reason"), "pid": r.get("pid")})
             continue
-        one = {"p50": r["latency_ms"]["p50"], "p95": r["latency_ms"]["p95"], "fps": r.get("fps"), "pid": r.get("pid")}
+        one = {"p50": r["latency_ms"]["p50"], "p95": r["latency_ms"]["p95"], "fps": r.get("fps"), "pid": r.get("pid"),
+               **({"sm_clock_mhz": r["sm_clock_mhz"]} if r.get("sm_clock_mhz") else {})}
         plain = ((r.get("plain") or {}).get("latency_ms") or {}).get("p50")
         listed.append(one if plain is None else dict(one, plain_p50=plain))
     bad = next((k for k, r in enumerate(runs) if r.get("status") != "ok"), None)

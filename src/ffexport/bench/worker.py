@@ -137,7 +137,8 @@ def measure_module(cfg: dict) -> dict:
         facts["cuda_graph"] = state
         if state.startswith("on"):
             summary = timing.summary(int(cfg["batch"]))
-            plain = {"latency_ms": summary["latency_ms"], "fps": summary["fps"], "iters": summary["iters"]}
+            plain = {"latency_ms": summary["latency_ms"], "fps": summary["fps"], "iters": summary["iters"],
+                     **({"sm_clock_mhz": facts["sm_clock_mhz"]} if "sm_clock_mhz" in facts else {})}
             timing, memory, outs, facts = g_timing, g_memory, g_outs, dict(g_facts, cuda_graph=state)
     ref = torch.load(cfg["reference"], weights_only=True)
     trained = bool(spec.pretrained)
@@ -164,9 +165,13 @@ def _time_runner(cfg: dict, runner, feeds: list[dict], probe):
     k = len(feeds)
     timing = Timer(cfg["device"]).run(lambda i: runner.infer(feeds[i % k]), iters=int(cfg["iters"]),
                                       warmup=int(cfg["warmup"]), max_seconds=cfg.get("max_time"))
+    clock = probe.sm_clock_mhz()  # the clock the loop ended at (a GPU's, from NVML)
     memory = probe.read(runner)
     outs = [{n: v.detach().float().cpu() for n, v in runner.infer(f).items()} for f in feeds]
-    return timing, memory, outs, _runner_facts(runner)
+    facts = _runner_facts(runner)
+    if clock is not None:
+        facts["sm_clock_mhz"] = clock
+    return timing, memory, outs, facts
 
 
 def collect_env(cfg: dict) -> dict:
