@@ -353,8 +353,8 @@ def run_bench(settings: Settings, say: Say | None = None, progress=None) -> dict
 def merge_repeats(runs: list[dict]) -> dict:
     """A module row measured in several fresh processes (``--repeats``), as one row: the run of the median p50
     (the upper one of an even count), with ``repeats`` listing every run (p50, p95, FPS, pid, the GPU's SM clock
-    after its timed loop; the plain p50 of a row timed with onnxruntime's CUDA graph) and ``repeat``, the index of the one shown.  A run that failed
-    makes the row that failure.  One run is returned as it is."""
+    after its timed loop; the plain p50 of a row timed with onnxruntime's CUDA graph) and ``repeat``, the index
+    of the one shown.  A run that failed makes the row that failure.  One run is returned as it is."""
     if len(runs) == 1:
         return runs[0]
     listed = []
