@@ -9,6 +9,7 @@ executor, so the stage timers do not overlap), one warm-up call, then every fram
 ``identity`` generator (default) times the stages that session 9 changed (detect, align, blend) without the
 2-core inswapper's seconds, which that session did not touch; ``inswapper-128`` times the default pipeline.
 Alternate trees on one machine to compare them."""
+import inspect
 import json
 import os
 import sys
@@ -37,9 +38,11 @@ import ffexport  # noqa: E402
 tree = Path(ffexport.__file__).resolve().parents[2]
 frames, source = frame_set({"frames": n, "hw": hw, "faces": 1})
 rows = []
+# a tree from before the streaming executor (issue #12's first commits) has no `streaming`: its pipeline is serial
+serial = {"streaming": False} if "streaming" in inspect.signature(Pipeline).parameters else {}
 for batch in batches:
     with Pipeline(backend="torch", device="cpu", precision="fp32", generator=generator, batch=batch,
-                  timing=True, streaming=False, out=os.environ.get("FFEXPORT_OUT", "artifacts")) as pipe:
+                  timing=True, out=os.environ.get("FFEXPORT_OUT", "artifacts"), **serial) as pipe:
         pipe.set_source(source)
         pipe.process_frames(frames[:batch])  # warm-up
         pipe.reset_timings()
