@@ -421,12 +421,13 @@ def _video_run(pipe, cfg: dict) -> dict:
     import tempfile
 
     from ..pipeline.video import codec_ceiling
+    from .timing import median_index
 
     src = cfg["video"]
     if not src or not Path(src).is_file():
         return {"status": "not_runnable", "reason": cfg.get("video_reason") or "no input video was made"}
     n = max(1, int(cfg.get("video_rounds") or VIDEO_ROUNDS))
-    rounds: list[tuple[dict, dict, dict]] = []
+    rounds: list[tuple[dict, dict]] = []  # (the round's figures, its file-to-file statistics)
     with tempfile.TemporaryDirectory(prefix="ffexport-bench-") as tmp:
         warm = warm_video(pipe, src, tmp)
         passthrough = passthrough_run(pipe, src, Path(tmp) / "passthrough.mp4")
@@ -441,9 +442,9 @@ def _video_run(pipe, cfg: dict) -> dict:
                             "encoder_busy_s": (stats.get("encoder") or {}).get("busy_s"),
                             "cpu_cores": stats.get("cpu_cores"),
                             "encode_only_cpu_cores": (ceiling.get("encode_only_cpu_cores") or [None])[0]},
-                           stats, ceiling))
-    k = sorted(range(n), key=lambda i: rounds[i][0]["of_encode_only"] or 0.0)[(n - 1) // 2]
-    chosen, stats, _ = rounds[k]
+                           stats))
+    k = median_index([r[0]["of_encode_only"] or 0.0 for r in rounds], upper=False)
+    chosen, stats = rounds[k]
     fps, top = chosen["fps"], chosen["encode_only_fps"]
     tops = [r[0]["encode_only_fps"] for r in rounds if r[0]["encode_only_fps"]]
     return {"status": "ok", "frames": stats["frames"], "seconds": stats["seconds"], "warmup": warm,

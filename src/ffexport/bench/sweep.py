@@ -24,6 +24,7 @@ from ..vocab import SIM_ONNX, TORCH_BACKENDS
 from .plan import Settings, host_tag, module_specs, pipeline_specs, pipeline_variants, plan_rows, resolve_device, row_key, slug, \
     stage_precision
 from .pool import Pool
+from .timing import median_index
 
 Say = Callable[[str], None]
 
@@ -370,7 +371,7 @@ def merge_repeats(runs: list[dict]) -> dict:
     if bad is not None:
         r = runs[bad]
         return dict(r, reason=f"run {bad + 1} of {len(runs)}: {r.get('reason')}", repeats=listed, repeat=bad)
-    k = sorted(range(len(runs)), key=lambda i: runs[i]["latency_ms"]["p50"])[len(runs) // 2]
+    k = median_index([r["latency_ms"]["p50"] for r in runs], upper=True)
     return dict(runs[k], repeats=listed, repeat=k)
 
 

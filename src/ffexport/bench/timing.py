@@ -35,6 +35,13 @@ def stats(samples_ms: Sequence[float]) -> dict[str, float]:
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
 
 
+def median_index(values: Sequence[float], upper: bool) -> int:
+    """The index of the median of ``values`` (measurements repeated to see past a host's drift): for an even count
+    the upper or the lower of the two middle ones, as the caller's conservative side is."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    return order[len(values) // 2 if upper else (len(values) - 1) // 2]
+
+
 def percentile(sorted_xs: Sequence[float], p: float) -> float:
     """The ``p``-th percentile of already sorted values, linear interpolation (numpy's default)."""
     if not sorted_xs:
