@@ -26,9 +26,7 @@ part() {
     enh32) bench enhancer-b32 --backends compile --precisions fp16 --pipeline-batch 32 --enhance --no-video \
       --timeout 400 2>&1 | tail -14 ;;
     enh8-2)
-      local d; d=$(mktemp -d)/configs && cp -r configs "$d" \
-        && sed -i 's/^enhance_faces_per_call: .*/enhance_faces_per_call: 2/' "$d/pipeline.yaml" \
-        && grep -q '^enhance_faces_per_call: 2' "$d/pipeline.yaml" || return 1
+      local d; d=$(configs_with "enhance_faces_per_call: 2") || return 1
       bench enhancer-b8-cap2 --backends compile --precisions fp16 --pipeline-batch 8 --enhance --no-video \
         --timeout 420 --config-dir "$d" 2>&1 | tail -14 ;;
     build) ort_build ;;
